@@ -1,0 +1,138 @@
+"""`Store`: one SQLAlchemy engine per process, tuned per dialect, with transient-error retry."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from cadenza.errors import StoreBusy, StoreError
+
+T = TypeVar("T")
+
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=10000",
+    "PRAGMA temp_store=MEMORY",
+    "PRAGMA cache_size=-65536",
+    "PRAGMA mmap_size=268435456",
+)
+
+
+class Store:
+    """The database: an engine plus the few dialect differences the domains need."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect: str = engine.dialect.name
+
+    @classmethod
+    def create(cls, url: str, *, echo: bool = False) -> Store:
+        """Open the store at `url` (sqlite:///file or postgresql://...)."""
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        if url.startswith("sqlite"):
+            engine = sa.create_engine(
+                url,
+                echo=echo,
+                json_serializer=_json_dumps,
+                json_deserializer=orjson.loads,
+                connect_args={"check_same_thread": False, "timeout": 10},
+                pool_size=8,
+                max_overflow=8,
+            )
+            sa_event.listen(engine, "connect", _sqlite_on_connect)
+            # SQLAlchemy's own BEGIN handling: take the write lock at the start of a write
+            # transaction so two writers queue on busy_timeout instead of failing to upgrade.
+            sa_event.listen(engine, "begin", _sqlite_on_begin)
+        else:
+            engine = sa.create_engine(url, echo=echo, pool_size=10, max_overflow=10,
+                                      pool_pre_ping=True, json_serializer=_json_dumps,
+                                      json_deserializer=orjson.loads)
+        return cls(engine)
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True for SQLite."""
+        return self.dialect == "sqlite"
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A connection in a transaction that commits on success and rolls back on error."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise _translate(exc) from exc
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reads (no write lock taken on SQLite)."""
+        try:
+            with self.engine.connect().execution_options(cadenza_readonly=True) as conn:
+                yield conn
+                conn.rollback()
+        except OperationalError as exc:
+            raise _translate(exc) from exc
+
+    def retry(self, work: Callable[[Connection], T], attempts: int = 5) -> T:
+        """Run `work` in a transaction, retrying transient failures with backoff."""
+        delay = 0.02
+        for attempt in range(attempts):
+            try:
+                with self.begin() as conn:
+                    return work(conn)
+            except StoreError as exc:
+                if not exc.retryable or attempt == attempts - 1:
+                    raise
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not the driver, decide when transactions begin.
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    for pragma in SQLITE_PRAGMAS:
+        cursor.execute(pragma)
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    if conn.get_execution_options().get("cadenza_readonly"):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _translate(exc: DBAPIError) -> StoreError:
+    text = str(exc.orig)
+    if "locked" in text or "busy" in text or "could not serialize" in text or "deadlock" in text:
+        return StoreBusy(f"database busy, try again: {text}")
+    return StoreError(f"database error: {text}")
+
+
+def dialect_insert(conn: Connection, table: sa.Table) -> Any:
+    """The dialect's own INSERT, which supports ON CONFLICT DO NOTHING / DO UPDATE."""
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(table)
+    return postgresql.insert(table)
