@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from cadenza.errors import ConfigError
 
 DEFAULT_DB_FILE = "cadenza.db"
-SECRET_FILE = ".cadenza-secret"
+SECRET_FILE = ".cadenza-secret"  # noqa: S105 - a file name, not a secret
 
 
 class Settings(BaseSettings):
@@ -76,7 +76,7 @@ class Settings(BaseSettings):
         except ValidationError as exc:
             first = exc.errors()[0]
             name = "CADENZA_" + str(first["loc"][0]).upper() if first["loc"] else "CADENZA_*"
-            raise ConfigError(name, first["msg"]) from None
+            raise ConfigError(name, first["msg"].removeprefix("Value error, ")) from None
         if not settings.secret_key:
             settings = settings.model_copy(update={"secret_key": _local_secret()})
         return settings

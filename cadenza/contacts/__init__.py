@@ -6,7 +6,10 @@ from cadenza.contacts.consent import (
     ConsentChange,
     ConsentStatus,
     SuppressionReason,
+    check_channel,
     is_suppressed,
+    normalize_address,
+    parse_status,
     record_consent,
     suppress,
     unsuppress,
@@ -24,6 +27,14 @@ from cadenza.contacts.identity import (
     resolve,
 )
 from cadenza.contacts.normalize import normalize_email, normalize_phone
+from cadenza.contacts.queries import (
+    consent_history,
+    get_company,
+    get_profile,
+    live_contact_id,
+    search_contacts,
+)
+from cadenza.contacts.service import ContactService
 from cadenza.contacts.updates import (
     CompanyUpdate,
     ProfileUpdate,
@@ -41,6 +52,7 @@ __all__ = [
     "CompanyUpdate",
     "ConsentChange",
     "ConsentStatus",
+    "ContactService",
     "FieldRegistry",
     "FieldSpec",
     "ProfileUpdate",
@@ -48,16 +60,24 @@ __all__ = [
     "SuppressionReason",
     "apply_company_updates",
     "apply_profile_updates",
+    "check_channel",
+    "consent_history",
     "declare_field",
     "drop_field",
+    "get_company",
+    "get_profile",
     "is_suppressed",
     "list_fields",
+    "live_contact_id",
     "merge_contacts",
+    "normalize_address",
     "normalize_email",
     "normalize_phone",
+    "parse_status",
     "record_consent",
     "register_merge_table",
     "resolve",
+    "search_contacts",
     "suppress",
     "unsuppress",
 ]

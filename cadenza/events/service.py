@@ -26,8 +26,10 @@ from cadenza.contacts import (
     resolve,
 )
 from cadenza.errors import ValidationFailed
+from cadenza.events.queries import list_events
 from cadenza.events.segment import Message, Rejection, parse
 from cadenza.store import Store, dialect_insert, schema
+from cadenza.store.paging import Page
 
 _CHUNK = 400
 _RESERVED_TRAITS = ("email", "phone", "timezone", "locale")
@@ -51,6 +53,7 @@ class IngestResult:
     duplicates: list[str] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     contact_ids: list[int] = field(default_factory=list)
+    """The contact of each accepted message, in order."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON body returned to clients (Segment clients only read the status)."""
@@ -60,6 +63,32 @@ class IngestResult:
             "duplicates": len(self.duplicates),
             "rejected": [r.to_dict() for r in self.rejected],
         }
+
+
+@dataclass
+class IngestRequest:
+    """One call's messages and what applies to all of them."""
+
+    messages: Sequence[Any]
+    source: str = "api"
+    """Where the events come from: api, web, app, email, csv, ..."""
+    implied_type: str | None = None
+    """The message type of a single-call endpoint (`/v1/track` implies track)."""
+    batch_sent_at: int | None = None
+    """`sentAt` of the batch envelope, used for clock-skew correction."""
+    batch_context: dict[str, Any] | None = None
+    sizes: Sequence[int] | None = None
+    """Encoded size of each message, when the caller already knows it."""
+
+
+@dataclass
+class _Pending:
+    request: int
+    message: Message
+    source: str
+    outcome: int | str | Rejection | None = None
+    """contact id when stored, "duplicate", or why it was rejected."""
+    changes: dict[str, Any] = field(default_factory=dict)
 
 
 class EventService:
@@ -81,37 +110,54 @@ class EventService:
         sizes: Sequence[int] | None = None,
     ) -> IngestResult:
         """Validate and store messages; valid ones are stored even when others are rejected."""
+        request = IngestRequest(raw_messages, source, implied_type, batch_sent_at,
+                                batch_context, sizes)
+        return self.ingest_many([request])[0]
+
+    def ingest_many(self, requests: Sequence[IngestRequest]) -> list[IngestResult]:
+        """Store several requests in one transaction (group commit); one result each."""
         received_at = self.clock.now_ms()
-        result = IngestResult()
-        messages: list[Message] = []
-        for index, raw in enumerate(raw_messages):
-            parsed = parse(
-                raw,
-                index,
-                received_at=received_at,
-                implied_type=implied_type,
-                batch_sent_at=batch_sent_at,
-                batch_context=batch_context,
-                encoded_size=sizes[index] if sizes is not None else None,
-            )
-            if isinstance(parsed, Rejection):
-                result.rejected.append(parsed)
-                continue
-            problem = self._check_time(parsed, received_at)
-            if problem is not None:
-                result.rejected.append(problem)
-                continue
-            messages.append(parsed)
-        if not messages:
-            return result
-        outcome = self.store.retry(
-            lambda conn: self._store(conn, messages, source, received_at))
-        result.accepted = len(outcome.contact_ids)
-        result.contact_ids = outcome.contact_ids
-        result.duplicates = outcome.duplicates
-        result.rejected.extend(outcome.rejected)
-        result.rejected.sort(key=lambda r: r.index)
-        return result
+        results = [IngestResult() for _ in requests]
+        pending: list[_Pending] = []
+        for number, request in enumerate(requests):
+            for index, raw in enumerate(request.messages):
+                parsed = parse(
+                    raw,
+                    index,
+                    received_at=received_at,
+                    implied_type=request.implied_type,
+                    batch_sent_at=request.batch_sent_at,
+                    batch_context=request.batch_context,
+                    encoded_size=request.sizes[index] if request.sizes is not None else None,
+                )
+                if isinstance(parsed, Message):
+                    parsed_or_problem: Message | Rejection = (
+                        self._check_time(parsed, received_at) or parsed)
+                else:
+                    parsed_or_problem = parsed
+                if isinstance(parsed_or_problem, Rejection):
+                    results[number].rejected.append(parsed_or_problem)
+                else:
+                    pending.append(_Pending(number, parsed_or_problem, request.source))
+        if pending:
+            self.store.retry(lambda conn: self._store(conn, pending, received_at))
+        for item in pending:
+            result = results[item.request]
+            if isinstance(item.outcome, int):
+                result.accepted += 1
+                result.contact_ids.append(item.outcome)
+            elif isinstance(item.outcome, Rejection):
+                result.rejected.append(item.outcome)
+            else:
+                result.duplicates.append(item.message.message_id)
+        for result in results:
+            result.rejected.sort(key=lambda r: r.index)
+        return results
+
+    def find(self, **filters: Any) -> Page:
+        """Events by contact, name, type and time (see `queries.list_events`)."""
+        with self.store.read() as conn:
+            return list_events(conn, **filters)
 
     def _check_time(self, message: Message, received_at: int) -> Rejection | None:
         if message.timestamp > received_at + self.limits.max_future_ms:
@@ -127,45 +173,47 @@ class EventService:
                 message.message_id)
         return None
 
-    def _store(
-        self,
-        conn: Connection,
-        messages: list[Message],
-        source: str,
-        received_at: int,
-    ) -> IngestResult:
-        result = IngestResult()
+    def _store(self, conn: Connection, pending: list[_Pending], received_at: int) -> None:
+        for item in pending:
+            item.outcome = None
         if conn.dialect.name == "postgresql":
             # One ingesting writer at a time keeps identity resolution race-free (SQLite gets
             # the same from BEGIN IMMEDIATE).
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(4242001)"))
-        fresh = self._dedupe(conn, messages, result)
+        fresh = self._dedupe(conn, pending)
         registry = FieldRegistry.load(conn)
         company_fields = FieldRegistry.load(conn, "company")
-        valid: list[Message] = []
-        profile_parts: list[tuple[Message, dict[str, Any]]] = []
-        for message in fresh:
+        valid: list[_Pending] = []
+        for item in fresh:
             try:
-                profile_parts.append((message, self._profile_changes(message, registry,
-                                                                     company_fields)))
+                item.changes = self._profile_changes(item.message, registry, company_fields)
             except ValidationFailed as exc:
-                result.rejected.append(
-                    Rejection(message.index, exc.field, exc.reason, message.message_id))
+                item.outcome = Rejection(item.message.index, exc.field, exc.reason,
+                                         item.message.message_id)
                 continue
-            valid.append(message)
+            valid.append(item)
         if not valid:
-            return result
-        claims = [_claim(message, changes) for message, changes in profile_parts]
-        resolution = resolve(conn, claims, source)
+            return
+        by_source: dict[str, list[_Pending]] = {}
+        for item in valid:
+            by_source.setdefault(item.source, []).append(item)
+        for source, items in by_source.items():
+            self._store_source(conn, items, source, received_at)
+
+    def _store_source(self, conn: Connection, items: list[_Pending], source: str,
+                      received_at: int) -> None:
+        resolution = resolve(conn, [_claim(i.message, i.changes) for i in items], source)
         profile_updates: list[ProfileUpdate] = []
         company_updates: list[CompanyUpdate] = []
-        for (message, changes), cid in zip(profile_parts, resolution.contact_ids, strict=True):
+        for item, cid in zip(items, resolution.contact_ids, strict=True):
+            item.outcome = cid
+            message = item.message
             if message.type == "identify":
                 profile_updates.append(ProfileUpdate(contact_id=cid, at=message.timestamp,
-                                                     **changes))
+                                                     **item.changes))
             elif message.type == "group" and message.group_id:
                 company_updates.append(CompanyUpdate(cid, message.group_id, message.timestamp,
-                                                     changes["attributes"]))
+                                                     item.changes["attributes"]))
         apply_profile_updates(conn, profile_updates)
         apply_company_updates(conn, company_updates)
         rows = [
@@ -180,27 +228,24 @@ class EventService:
                 "timestamp": m.timestamp,
                 "received_at": received_at,
             }
-            for m, cid in zip(valid, resolution.contact_ids, strict=True)
+            for m, cid in ((i.message, i.outcome) for i in items)
         ]
         conn.execute(
             dialect_insert(conn, schema.events).on_conflict_do_nothing(
                 index_elements=["message_id"]),
             rows,
         )
-        result.contact_ids = resolution.contact_ids
-        return result
 
-    def _dedupe(self, conn: Connection, messages: list[Message],
-                result: IngestResult) -> list[Message]:
+    def _dedupe(self, conn: Connection, pending: list[_Pending]) -> list[_Pending]:
         seen: set[str] = set()
-        unique: list[Message] = []
-        for message in messages:
-            if message.message_id in seen:
-                result.duplicates.append(message.message_id)
+        unique: list[_Pending] = []
+        for item in pending:
+            if item.message.message_id in seen:
+                item.outcome = "duplicate"
             else:
-                seen.add(message.message_id)
-                unique.append(message)
-        ids = [m.message_id for m in unique]
+                seen.add(item.message.message_id)
+                unique.append(item)
+        ids = [i.message.message_id for i in unique]
         stored: set[str] = set()
         e = schema.events
         for start in range(0, len(ids), _CHUNK):
@@ -209,8 +254,13 @@ class EventService:
                                        .where(e.c.message_id.in_(chunk))).scalars())
         if not stored:
             return unique
-        result.duplicates.extend(sorted(stored))
-        return [m for m in unique if m.message_id not in stored]
+        fresh = []
+        for item in unique:
+            if item.message.message_id in stored:
+                item.outcome = "duplicate"
+            else:
+                fresh.append(item)
+        return fresh
 
     def _profile_changes(self, message: Message, registry: FieldRegistry,
                          company_fields: FieldRegistry) -> dict[str, Any]:

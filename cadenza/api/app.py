@@ -1,0 +1,75 @@
+"""`create_app(settings)`: the HTTP API (Segment-compatible ingestion, admin API, docs)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from cadenza import __version__
+from cadenza.api import admin, errors, ingest
+from cadenza.api.context import AppContext
+from cadenza.api.responses import JSON
+from cadenza.clock import Clock, SystemClock
+from cadenza.contacts import ContactService
+from cadenza.events import BatchingWriter, EventService, IngestLimits
+from cadenza.governance import KeyChecker
+from cadenza.settings import Settings
+from cadenza.store import Store
+
+
+def build_context(settings: Settings, store: Store | None = None,
+                  clock: Clock | None = None) -> AppContext:
+    """Services wired from the settings (the store and clock may be given by tests)."""
+    store = store or Store.create(settings.database_url)
+    clock = clock or SystemClock()
+    limits = IngestLimits(max_future_ms=settings.max_future_ms, max_past_ms=settings.max_past_ms)
+    events = EventService(store, clock, limits)
+    return AppContext(
+        settings=settings,
+        store=store,
+        clock=clock,
+        events=events,
+        contacts=ContactService(store, clock),
+        keys=KeyChecker(store, settings.secret_key, settings.key_cache_seconds),
+        writer=BatchingWriter(events),
+    )
+
+
+def create_app(settings: Settings, store: Store | None = None,
+               clock: Clock | None = None) -> FastAPI:
+    """The ASGI app."""
+    ctx = build_context(settings, store, clock)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await ctx.writer.start()
+        try:
+            yield
+        finally:
+            await ctx.writer.stop()
+
+    app = FastAPI(
+        title="Cadenza",
+        version=__version__,
+        summary="Marketing automation and customer-journey orchestration",
+        description=(
+            "Ingestion under `/v1/` speaks the Segment HTTP Tracking API: point a Segment or "
+            "RudderStack client at this server with a **write key**. The admin API under "
+            "`/api/` takes an **admin key** as `Authorization: Bearer <key>`."
+        ),
+        lifespan=lifespan,
+        default_response_class=JSON,
+    )
+    app.state.cadenza = ctx
+    errors.install(app)
+    app.include_router(ingest.router)
+    app.include_router(admin.router)
+
+    @app.get("/health", tags=["operations"])
+    def health() -> dict[str, object]:
+        """Liveness and the store's dialect."""
+        return {"status": "ok", "version": __version__, "store": ctx.store.dialect}
+
+    return app

@@ -1,0 +1,91 @@
+"""Entry point and the top-level commands (serve, demo). Each command parses, calls a service,
+renders; errors become one red line that says what to do, and a non-zero exit code."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from cadenza.cli import data, ops
+from cadenza.cli.common import console, load_settings, open_store
+from cadenza.errors import CadenzaError
+
+app = typer.Typer(
+    name="cadenza",
+    help="Cadenza: marketing automation and customer-journey orchestration.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(ops.db, name="db")
+app.add_typer(ops.keys, name="keys")
+app.add_typer(data.contacts, name="contacts")
+app.add_typer(data.events, name="events")
+app.add_typer(data.fields, name="fields")
+app.add_typer(data.suppressions, name="suppressions")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (CADENZA_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (CADENZA_PORT).")] = None,
+) -> None:
+    """Run the API server (migrates the database first)."""
+    settings = load_settings()
+    ops.migrate(settings)
+    ops.run_server(settings, host or settings.host, port or settings.port)
+
+
+@app.command()
+def demo(
+    contacts: Annotated[int, typer.Option(min=100, help="Contacts to generate.")] = 10_000,
+    days: Annotated[int, typer.Option(min=7, max=365, help="Days of history.")] = 90,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 7,
+    serve_after: Annotated[bool, typer.Option("--serve/--no-serve",
+                                              help="Serve the API afterwards.")] = True,
+) -> None:
+    """Create a demo workspace with realistic data (once), print keys, and serve it."""
+    from cadenza.clock import SystemClock
+    from cadenza.contacts import ContactService
+    from cadenza.demo import generate_demo
+
+    settings = load_settings()
+    ops.migrate(settings)
+    store = open_store(settings)
+    clock = SystemClock()
+    existing = ContactService(store, clock).counts()
+    if existing["contacts"]:
+        console.print(f"[green]Demo data already present[/] ({existing['contacts']:,} contacts, "
+                      f"{existing['events']:,} events) in {settings.database_url}")
+    else:
+        started = time.monotonic()
+        with ops.stage_progress() as progress:
+            summary = generate_demo(store, clock, contacts=contacts, days=days, seed=seed,
+                                    progress=progress)
+        console.print(
+            f"[green]Demo workspace ready[/] in {time.monotonic() - started:.1f}s: "
+            f"{summary.contacts:,} contacts, {summary.companies:,} companies, "
+            f"{summary.events:,} events over {days} days")
+    write, admin = ops.create_keys(store, settings, clock, "demo")
+    store.dispose()
+    url = f"http://{settings.host}:{settings.port}"
+    console.print(f"\n  API and docs:  [bold cyan]{url}/docs[/]\n"
+                  f"  Write key:     [bold]{write}[/]  (HTTP Basic username, for /v1/*)\n"
+                  f"  Admin key:     [bold]{admin}[/]  (Authorization: Bearer, for /api/*)\n"
+                  f"\n  Try:  curl -u {write}: {url}/v1/track -H 'content-type: application/json'"
+                  " -d '{\"userId\":\"me\",\"event\":\"Tried Cadenza\"}'\n")
+    if serve_after:
+        ops.run_server(settings, settings.host, settings.port)
+
+
+def main() -> None:
+    """Run the CLI, turning Cadenza errors into one clear line and exit code 1."""
+    try:
+        app()
+    except CadenzaError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc.message}")
+        sys.exit(1)

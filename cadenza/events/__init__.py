@@ -1,0 +1,19 @@
+"""Events: Segment-spec ingestion, CSV import, dedupe, and the event read side."""
+
+from cadenza.events.queries import list_events
+from cadenza.events.segment import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, MESSAGE_TYPES, Rejection
+from cadenza.events.service import EventService, IngestLimits, IngestRequest, IngestResult
+from cadenza.events.writer import BatchingWriter
+
+__all__ = [
+    "MAX_BATCH_BYTES",
+    "MAX_MESSAGE_BYTES",
+    "MESSAGE_TYPES",
+    "BatchingWriter",
+    "EventService",
+    "IngestLimits",
+    "IngestRequest",
+    "IngestResult",
+    "Rejection",
+    "list_events",
+]
