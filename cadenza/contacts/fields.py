@@ -187,7 +187,7 @@ class FieldRegistry:
         return checked
 
 
-def _spec_from_row(row: Mapping[str, Any]) -> FieldSpec:
+def _spec_from_row(row: Mapping[Any, Any]) -> FieldSpec:
     options = row["options"] or {}
     return FieldSpec(
         name=row["name"],

@@ -28,7 +28,8 @@ from cadenza.contacts import (
 from cadenza.errors import ValidationFailed
 from cadenza.events.queries import list_events
 from cadenza.events.segment import Message, Rejection, parse
-from cadenza.store import Store, dialect_insert, schema
+from cadenza.store import Store, schema
+from cadenza.store.bulk import dumps, insert_rows, select_in
 from cadenza.store.paging import Page
 
 _CHUNK = 400
@@ -216,24 +217,15 @@ class EventService:
                                                      item.changes["attributes"]))
         apply_profile_updates(conn, profile_updates)
         apply_company_updates(conn, company_updates)
-        rows = [
-            {
-                "message_id": m.message_id,
-                "contact_id": cid,
-                "type": m.type,
-                "name": m.name,
-                "properties": m.traits if m.type in ("identify", "group") else m.properties,
-                "context": m.context,
-                "source": source,
-                "timestamp": m.timestamp,
-                "received_at": received_at,
-            }
-            for m, cid in ((i.message, i.outcome) for i in items)
-        ]
-        conn.execute(
-            dialect_insert(conn, schema.events).on_conflict_do_nothing(
-                index_elements=["message_id"]),
-            rows,
+        insert_rows(
+            conn, schema.events,
+            ("message_id", "contact_id", "type", "name", "properties", "context", "source",
+             "timestamp", "received_at"),
+            [(m.message_id, item.outcome, m.type, m.name,
+              dumps(m.traits if m.type in ("identify", "group") else m.properties),
+              dumps(m.context), source, m.timestamp, received_at)
+             for item in items for m in (item.message,)],
+            ignore_conflicts_on=("message_id",),
         )
 
     def _dedupe(self, conn: Connection, pending: list[_Pending]) -> list[_Pending]:
@@ -245,13 +237,9 @@ class EventService:
             else:
                 seen.add(item.message.message_id)
                 unique.append(item)
-        ids = [i.message.message_id for i in unique]
-        stored: set[str] = set()
-        e = schema.events
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
-            stored.update(conn.execute(sa.select(e.c.message_id)
-                                       .where(e.c.message_id.in_(chunk))).scalars())
+        stored = {row[0] for row in select_in(
+            conn, "SELECT message_id FROM events WHERE message_id IN ({marks})",
+            [i.message.message_id for i in unique])}
         if not stored:
             return unique
         fresh = []

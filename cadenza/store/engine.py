@@ -124,11 +124,28 @@ def _sqlite_on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# PostgreSQL SQLSTATEs worth another try: serialization_failure, deadlock_detected,
+# lock_not_available.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+
+
 def _translate(exc: DBAPIError) -> StoreError:
     text = str(exc.orig)
-    if "locked" in text or "busy" in text or "could not serialize" in text or "deadlock" in text:
+    if _is_transient(exc.orig, text):
         return StoreBusy(f"database busy, try again: {text}")
     return StoreError(f"database error: {text}")
+
+
+def _is_transient(orig: BaseException | None, text: str) -> bool:
+    # Classify by the driver's error code where there is one: matching words in the message
+    # also matched unrelated errors ("blocked by process ..." contains "locked").
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate:
+        return sqlstate in _TRANSIENT_SQLSTATES
+    sqlite_name = getattr(orig, "sqlite_errorname", None)
+    if sqlite_name:
+        return str(sqlite_name).startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+    return "database is locked" in text or "database is busy" in text
 
 
 def dialect_insert(conn: Connection, table: sa.Table) -> Any:

@@ -1,0 +1,5 @@
+"""`python -m cadenza` runs the CLI."""
+
+from cadenza.cli import main
+
+main()
