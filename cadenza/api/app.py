@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from cadenza import __version__
-from cadenza.api import admin, errors, ingest
+from cadenza.api import admin, errors, imports, ingest
 from cadenza.api.context import AppContext
 from cadenza.api.responses import JSON
 from cadenza.clock import Clock, SystemClock
@@ -66,6 +66,7 @@ def create_app(settings: Settings, store: Store | None = None,
     errors.install(app)
     app.include_router(ingest.router)
     app.include_router(admin.router)
+    app.include_router(imports.router)
 
     @app.get("/health", tags=["operations"])
     def health() -> dict[str, object]:

@@ -56,22 +56,23 @@ def contacts_import(
     summary = report.to_dict()
     console.print(
         f"[green]{summary['created']:,} created[/], {summary['updated']:,} updated, "
-        f"{summary['unchanged']:,} unchanged, [red]{summary['failed']:,} failed[/] "
-        f"of {summary['total']:,} rows (import #{summary['import_id']}).")
+        f"{summary['unchanged']:,} unchanged, {summary['duplicates']:,} duplicates, "
+        f"[red]{summary['failed']:,} failed[/] of {summary['total']:,} rows "
+        f"(import #{summary['import_id']}).")
     errors = summary.get("errors", [])
     if errors_out is not None:
         import csv
 
         with errors_out.open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["row", "field", "reason"])
+            writer.writerow(["line", "column", "reason"])
             for item in errors:
-                writer.writerow([item["row"], item["field"], item["reason"]])
+                writer.writerow([item["line"], item["column"], item["reason"]])
         console.print(f"Row report written to {errors_out}")
     elif errors:
-        table = Table("row", "field", "reason", title="Rejected rows (first 20)")
+        table = Table("line", "column", "reason", title="Rejected rows (first 20)")
         for item in errors[:20]:
-            table.add_row(str(item["row"]), item["field"], item["reason"])
+            table.add_row(str(item["line"]), item["column"], item["reason"])
         console.print(table)
     if summary["failed"]:
         raise typer.Exit(code=2)

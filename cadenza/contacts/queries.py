@@ -16,63 +16,60 @@ c = schema.contacts
 IDENTITY_KINDS = ("user_id", "anonymous_id", "email", "phone")
 
 
+# Statements built once: a profile read runs seven of them, and building and hashing
+# SQLAlchemy statements per call cost more than SQLite spent answering them.
+_cid = sa.bindparam("cid")
+_i, _co, _m = schema.identities, schema.companies, schema.company_members
+_k, _s, _cm, _e = schema.consents, schema.suppressions, schema.contact_merges, schema.events
+_LIVE = sa.select(c.c.id, c.c.merged_into).where(c.c.id == _cid)
+_CONTACT = sa.select(c).where(c.c.id == _cid)
+_IDENTITIES = (sa.select(_i.c.kind, _i.c.value, _i.c.source, _i.c.created_at)
+               .where(_i.c.contact_id == _cid).order_by(_i.c.kind, _i.c.created_at))
+_COMPANIES = (sa.select(_co.c.id, _co.c.group_id, _co.c.name, _co.c.domain, _co.c.attributes,
+                        _m.c.created_at.label("member_since"))
+              .join(_m, _m.c.company_id == _co.c.id).where(_m.c.contact_id == _cid)
+              .order_by(_co.c.name))
+_CONSENT = (sa.select(_k.c.channel, _k.c.purpose, _k.c.status, _k.c.source, _k.c.updated_at)
+            .where(_k.c.contact_id == _cid).order_by(_k.c.channel, _k.c.purpose))
+_SUPPRESSED = (sa.select(_s.c.kind, _s.c.address, _s.c.reason, _s.c.created_at)
+               .where(sa.or_(sa.and_(_s.c.kind == "email", _s.c.address == sa.bindparam("email")),
+                             sa.and_(_s.c.kind == "phone", _s.c.address == sa.bindparam("phone")))))
+_MERGE_COLUMNS = (_cm.c.id, _cm.c.winner_id, _cm.c.loser_id, _cm.c.reason, _cm.c.outcome,
+                  _cm.c.identity_kind, _cm.c.identity_value, _cm.c.message_id, _cm.c.details,
+                  _cm.c.at)
+_MERGES = sa.union_all(sa.select(*_MERGE_COLUMNS).where(_cm.c.winner_id == _cid),
+                       sa.select(*_MERGE_COLUMNS).where(_cm.c.loser_id == _cid))
+_TIMELINE = (sa.select(_e.c.id, _e.c.message_id, _e.c.type, _e.c.name, _e.c.properties,
+                       _e.c.source, _e.c.timestamp)
+             .where(_e.c.contact_id == _cid)
+             .order_by(_e.c.timestamp.desc(), _e.c.id.desc()).limit(sa.bindparam("limit")))
+
+
 def live_contact_id(conn: Connection, contact_id: int) -> int:
     """Follow merges to the contact that holds `contact_id`'s data now."""
-    row = conn.execute(sa.select(c.c.id, c.c.merged_into).where(c.c.id == contact_id)).first()
+    row = conn.execute(_LIVE, {"cid": contact_id}).first()
     if row is None:
         raise NotFound("contact", contact_id)
     return int(row.merged_into or row.id)
 
 
+def _rows(conn: Connection, statement: sa.Executable, **params: Any) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(statement, params).mappings()]
+
+
 def get_profile(conn: Connection, contact_id: int, *, events_limit: int = 20) -> dict[str, Any]:
     """Everything known about a contact, with the first page of its timeline."""
-    from cadenza.events.queries import list_events  # events depends on contacts, not back
-
+    check_limit(events_limit)
     live = live_contact_id(conn, contact_id)
-    row = conn.execute(sa.select(c).where(c.c.id == live)).mappings().one()
-    i = schema.identities
-    identities = [
-        dict(r) for r in conn.execute(
-            sa.select(i.c.kind, i.c.value, i.c.source, i.c.created_at)
-            .where(i.c.contact_id == live).order_by(i.c.kind, i.c.created_at)
-        ).mappings()
-    ]
-    co, m = schema.companies, schema.company_members
-    companies = [
-        dict(r) for r in conn.execute(
-            sa.select(co.c.id, co.c.group_id, co.c.name, co.c.domain, co.c.attributes,
-                      m.c.created_at.label("member_since"))
-            .join(m, m.c.company_id == co.c.id).where(m.c.contact_id == live)
-            .order_by(co.c.name)
-        ).mappings()
-    ]
-    k = schema.consents
-    consent = [
-        dict(r) for r in conn.execute(
-            sa.select(k.c.channel, k.c.purpose, k.c.status, k.c.source, k.c.updated_at)
-            .where(k.c.contact_id == live).order_by(k.c.channel, k.c.purpose)
-        ).mappings()
-    ]
-    s = schema.suppressions
-    addresses = [(kind, row[kind]) for kind in ("email", "phone") if row[kind]]
-    suppressed = [
-        dict(r) for r in conn.execute(
-            sa.select(s.c.kind, s.c.address, s.c.reason, s.c.created_at).where(
-                sa.or_(sa.false(), *(sa.and_(s.c.kind == kind, s.c.address == value)
-                                     for kind, value in addresses)))
-        ).mappings()
-    ] if addresses else []
-    cm = schema.contact_merges
-    merges = [
-        dict(r) for r in conn.execute(
-            sa.select(cm.c.winner_id, cm.c.loser_id, cm.c.reason, cm.c.outcome,
-                      cm.c.identity_kind, cm.c.identity_value, cm.c.message_id, cm.c.details,
-                      cm.c.at)
-            .where(sa.or_(cm.c.winner_id == live, cm.c.loser_id == live))
-            .order_by(cm.c.at, cm.c.id)
-        ).mappings()
-    ]
-    timeline = list_events(conn, contact_id=live, limit=events_limit, with_context=False)
+    row = conn.execute(_CONTACT, {"cid": live}).mappings().one()
+    suppressed = (_rows(conn, _SUPPRESSED, email=row["email"], phone=row["phone"])
+                  if row["email"] or row["phone"] else [])
+    merges = sorted(_rows(conn, _MERGES, cid=live), key=lambda m: (m["at"], m["id"]))
+    timeline = _rows(conn, _TIMELINE, cid=live, limit=events_limit + 1)
+    next_cursor = None
+    if len(timeline) > events_limit:
+        timeline = timeline[:events_limit]
+        next_cursor = encode_cursor(timeline[-1]["timestamp"], timeline[-1]["id"])
     return {
         "id": live,
         "requested_id": contact_id,
@@ -84,12 +81,12 @@ def get_profile(conn: Connection, contact_id: int, *, events_limit: int = 20) ->
         "attributes": row["attributes"],
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
-        "identities": identities,
-        "companies": companies,
-        "consent": consent,
+        "identities": _rows(conn, _IDENTITIES, cid=live),
+        "companies": _rows(conn, _COMPANIES, cid=live),
+        "consent": _rows(conn, _CONSENT, cid=live),
         "suppressions": suppressed,
         "merges": merges,
-        "timeline": timeline.to_dict(),
+        "timeline": {"items": timeline, "next_cursor": next_cursor},
     }
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cadenza.errors import NotFound
 from cadenza.store import schema
 from cadenza.store.paging import Page, check_limit, decode_cursor, encode_cursor
 
@@ -52,3 +53,17 @@ def list_events(
         rows = rows[:limit]
         next_cursor = encode_cursor(rows[-1]["timestamp"], rows[-1]["id"])
     return Page(rows, next_cursor)
+
+
+def get_import(conn: Connection, import_id: int, *, errors_limit: int = 1000) -> dict[str, Any]:
+    """A CSV import's status and counts, with its first row errors."""
+    i, ie = schema.imports, schema.import_errors
+    row = conn.execute(sa.select(i).where(i.c.id == import_id)).mappings().first()
+    if row is None:
+        raise NotFound("import", import_id)
+    errors = [
+        {"line": r["row"], "column": r["field"], "reason": r["reason"]}
+        for r in conn.execute(sa.select(ie).where(ie.c.import_id == import_id)
+                              .order_by(ie.c.row, ie.c.id).limit(errors_limit)).mappings()
+    ]
+    return {**dict(row), "errors": errors}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
@@ -121,7 +121,6 @@ MODELS: dict[str, type[_Message]] = {
     "group": GroupMessage,
     "alias": AliasMessage,
 }
-_ADAPTERS = {name: TypeAdapter(model) for name, model in MODELS.items()}
 
 
 @dataclass(slots=True)
@@ -157,17 +156,87 @@ class Rejection:
                 "reason": self.reason}
 
 
-def _ms(value: dt.datetime) -> int:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return int(value.timestamp() * 1000)
+class _Bad(Exception):
+    """A field of a message is invalid (internal to `parse`)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path
+def _id(raw: dict[str, Any], name: str, *, numbers: bool = True) -> str | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if numbers and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise _Bad(name, f"must be a string, got {type(value).__name__}")
+    if not 1 <= len(value) <= 256:
+        raise _Bad(name, "must be 1 to 256 characters long")
+    return value
+
+
+def _text(raw: dict[str, Any], name: str, *, required: bool = False) -> str | None:
+    value = raw.get(name)
+    if value is None:
+        if required:
+            raise _Bad(name, "is required")
+        return None
+    if not isinstance(value, str):
+        raise _Bad(name, f"must be a string, got {type(value).__name__}")
+    if len(value) > 256 or (required and not value):
+        raise _Bad(name, "must be 1 to 256 characters long")
+    return value
+
+
+def _object(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    value = raw.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _Bad(name, f"must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _time(raw: dict[str, Any], name: str) -> int | None:
+    """Epoch ms from an ISO 8601 string (or a Unix time in seconds or milliseconds)."""
+    value = raw.get(name)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise _Bad(name, f"{value[:40]!r} is not an ISO 8601 time such as "
+                       "2026-05-01T09:30:00.000Z") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        return int(parsed.timestamp() * 1000)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        # Like pydantic: numbers above 2e10 are milliseconds, below are seconds.
+        return int(value if abs(value) > 2e10 else value * 1000)
+    raise _Bad(name, f"must be an ISO 8601 string, got {type(value).__name__}")
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    """Where the first NUL character is in `value` (PostgreSQL stores none, in text or jsonb)."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                return path
+            found = _nul_path(item, f"{path}.{key}" if path else key)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for number, item in enumerate(value):
+            found = _nul_path(item, f"{path}[{number}]")
+            if found is not None:
+                return found
+    return None
 
 
 def parse(
@@ -180,61 +249,104 @@ def parse(
     batch_context: dict[str, Any] | None = None,
     encoded_size: int | None = None,
 ) -> Message | Rejection:
-    """Validate one raw message and correct its timestamp; never raises on bad input."""
+    """Validate one raw message and correct its timestamp; never raises on bad input.
+
+    Hand-written rather than pydantic on this path: it runs for every event (100,000+/s) and
+    is several times faster. The pydantic models above describe the same shapes for the API
+    docs; tests check that both agree.
+    """
     if not isinstance(raw, dict):
         return Rejection(index, "", f"must be a JSON object, got {type(raw).__name__}")
     message_id = raw.get("messageId") if isinstance(raw.get("messageId"), str) else None
-    size = encoded_size if encoded_size is not None else len(orjson.dumps(raw))
+    encoded: bytes | None = None
+    if encoded_size is not None:
+        size = encoded_size
+    else:
+        try:
+            encoded = orjson.dumps(raw)
+            size = len(encoded)
+        except (TypeError, orjson.JSONEncodeError) as exc:
+            return Rejection(index, "", f"is not JSON-encodable ({exc}); numbers must fit in "
+                             "64 bits", message_id)
     if size > MAX_MESSAGE_BYTES:
         return Rejection(index, "", f"message is {size} bytes; the limit is {MAX_MESSAGE_BYTES} "
                          "bytes (32 KB) per message", message_id)
     kind = implied_type or raw.get("type")
-    if kind not in MODELS:
+    if not isinstance(kind, str) or kind not in MODELS:
         return Rejection(index, "type", f"must be one of {', '.join(MESSAGE_TYPES)}, "
                          f"got {kind!r}", message_id)
     if implied_type and raw.get("type") not in (None, implied_type):
         return Rejection(index, "type", f"is {raw.get('type')!r} but this endpoint takes "
                          f"{implied_type!r}", message_id)
+    # orjson writes a NUL as the escape \u0000: without it in the bytes there is nothing to find.
+    nul = _nul_path(raw, "") if encoded is None or b"\\u0000" in encoded else None
+    if nul is not None:
+        return Rejection(index, nul, "contains a NUL character (\\u0000), which cannot be "
+                         "stored; remove it", message_id)
     try:
-        msg = _ADAPTERS[kind].validate_python(raw)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        return Rejection(index, _loc(first["loc"]), first["msg"], message_id)
-    if kind != "alias" and msg.userId is None and msg.anonymousId is None:
-        return Rejection(index, "userId", "a userId or an anonymousId is required", message_id)
-    context = msg.context
+        message = _build(raw, kind, index, received_at, batch_sent_at, batch_context)
+    except _Bad as bad:
+        return Rejection(index, bad.field, bad.reason, message_id)
+    return message
+
+
+def _build(raw: dict[str, Any], kind: str, index: int, received_at: int,
+           batch_sent_at: int | None, batch_context: dict[str, Any] | None) -> Message:
+    message_id = _id(raw, "messageId", numbers=False)
+    user_id = _id(raw, "userId")
+    anonymous_id = _id(raw, "anonymousId")
+    if kind == "alias":
+        if user_id is None:
+            raise _Bad("userId", "is required for alias")
+    elif user_id is None and anonymous_id is None:
+        raise _Bad("userId", "a userId or an anonymousId is required")
+    context = _object(raw, "context")
+    _object(raw, "integrations")
     if batch_context and not context:
         context = batch_context
-    sent = _ms(msg.sentAt) if msg.sentAt else batch_sent_at
-    stamp = msg.timestamp or msg.originalTimestamp
+    sent = _time(raw, "sentAt")
+    if sent is None:
+        sent = batch_sent_at
+    stamp = _time(raw, "timestamp")
+    if stamp is None:
+        stamp = _time(raw, "originalTimestamp")
     if stamp is None:
         timestamp = received_at
     elif sent is not None:
-        timestamp = received_at - (sent - _ms(stamp))
+        timestamp = received_at - (sent - stamp)
     else:
-        timestamp = _ms(stamp)
-    message = Message(
-        index=index,
-        type=kind,
-        message_id=msg.messageId or f"cadenza-{uuid.uuid4()}",
-        name=kind,
-        timestamp=timestamp,
-        user_id=msg.userId,
-        anonymous_id=msg.anonymousId,
-        context=context,
-    )
-    if isinstance(msg, TrackMessage):
-        message.name = msg.event
-        message.properties = msg.properties
-    elif isinstance(msg, PageMessage | ScreenMessage):
-        message.name = msg.name or kind
-        message.properties = {**msg.properties, **({"category": msg.category}
-                                                   if msg.category else {})}
-    elif isinstance(msg, IdentifyMessage):
-        message.traits = msg.traits
-    elif isinstance(msg, GroupMessage):
-        message.group_id = msg.groupId
-        message.traits = msg.traits
-    elif isinstance(msg, AliasMessage):
-        message.previous_id = msg.previousId
+        timestamp = stamp
+    message = Message(index=index, type=kind,
+                      message_id=message_id or f"cadenza-{uuid.uuid4()}", name=kind,
+                      timestamp=timestamp, user_id=user_id, anonymous_id=anonymous_id,
+                      context=context)
+    if kind == "track":
+        message.name = _text(raw, "event", required=True) or kind
+        message.properties = _object(raw, "properties")
+    elif kind in ("page", "screen"):
+        message.name = _text(raw, "name") or kind
+        properties = _object(raw, "properties")
+        category = _text(raw, "category")
+        message.properties = {**properties, "category": category} if category else properties
+    elif kind == "identify":
+        # RudderStack's SDKs send identify traits only in `context.traits` (the spec allows
+        # traits there too); top-level traits win where both name the same trait.
+        context_traits = context.get("traits")
+        if context_traits is None:
+            context_traits = {}
+        elif not isinstance(context_traits, dict):
+            raise _Bad("context.traits", "must be a JSON object, got "
+                       f"{type(context_traits).__name__}")
+        message.traits = {**context_traits, **_object(raw, "traits")}
+    elif kind == "group":
+        group_id = _id(raw, "groupId")
+        if group_id is None:
+            raise _Bad("groupId", "is required for group")
+        message.group_id = group_id
+        message.traits = _object(raw, "traits")
+    else:
+        previous = _id(raw, "previousId")
+        if previous is None:
+            raise _Bad("previousId", "is required for alias")
+        message.previous_id = previous
     return message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from cadenza.contacts import (
     resolve,
 )
 from cadenza.errors import ValidationFailed
-from cadenza.events.queries import list_events
+from cadenza.events.queries import get_import, list_events
 from cadenza.events.segment import Message, Rejection, parse
 from cadenza.store import Store, schema
 from cadenza.store.bulk import dumps, insert_rows, select_in
@@ -160,6 +161,11 @@ class EventService:
         with self.store.read() as conn:
             return list_events(conn, **filters)
 
+    def get_import(self, import_id: int) -> dict[str, Any]:
+        """A CSV import's report (see `queries.get_import`)."""
+        with self.store.read() as conn:
+            return get_import(conn, import_id)
+
     def _check_time(self, message: Message, received_at: int) -> Rejection | None:
         if message.timestamp > received_at + self.limits.max_future_ms:
             return Rejection(
@@ -210,8 +216,9 @@ class EventService:
             item.outcome = cid
             message = item.message
             if message.type == "identify":
+                fields = {k: v for k, v in item.changes.items() if k != "external"}
                 profile_updates.append(ProfileUpdate(contact_id=cid, at=message.timestamp,
-                                                     **item.changes))
+                                                     **fields))
             elif message.type == "group" and message.group_id:
                 company_updates.append(CompanyUpdate(cid, message.group_id, message.timestamp,
                                                      item.changes["attributes"]))
@@ -273,6 +280,9 @@ class EventService:
         if isinstance(locale, str) and 0 < len(locale) <= 35:
             changes["locale"] = locale
         changes["attributes"] = registry.check(traits)
+        external = _external_ids(message.context.get("externalIds"))
+        if external:
+            changes["external"] = external
         return changes
 
 
@@ -288,6 +298,33 @@ def _timezone(value: object, field_name: str) -> str:
                            "'Europe/Paris' or 'America/New_York'")
 
 
+_EXTERNAL_TYPE = re.compile(r"^[a-z][a-z0-9_.\-]{0,47}$")
+
+
+def _external_ids(value: object) -> list[tuple[str, str]]:
+    """Identities from Segment's `context.externalIds` (e.g. a CRM's record id)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > 20:
+        raise ValidationFailed("context.externalIds", "must be a list of at most 20 objects "
+                               "with an id and a type")
+    keys = []
+    for n, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise ValidationFailed(f"context.externalIds[{n}]", "must be an object")
+        ext_id, ext_type = item.get("id"), item.get("type")
+        if isinstance(ext_id, int) and not isinstance(ext_id, bool):
+            ext_id = str(ext_id)
+        if not isinstance(ext_id, str) or not 1 <= len(ext_id) <= 256:
+            raise ValidationFailed(f"context.externalIds[{n}].id", "must be a string of 1 to "
+                                   "256 characters")
+        if not isinstance(ext_type, str) or not _EXTERNAL_TYPE.match(ext_type.lower()):
+            raise ValidationFailed(f"context.externalIds[{n}].type", "must name the system, "
+                                   "e.g. 'salesforce' or 'hubspot_contact_id'")
+        keys.append((f"external:{ext_type.lower()}", ext_id))
+    return keys
+
+
 def _claim(message: Message, changes: dict[str, Any]) -> Claim:
     keys: list[tuple[str, str]] = []
     if message.anonymous_id:
@@ -296,6 +333,7 @@ def _claim(message: Message, changes: dict[str, Any]) -> Claim:
         keys.append((EMAIL, changes["email"]))
     if changes.get("phone"):
         keys.append((PHONE, changes["phone"]))
+    keys.extend(changes.get("external", ()))
     return Claim(
         message_id=message.message_id,
         timestamp=message.timestamp,

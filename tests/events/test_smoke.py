@@ -18,3 +18,23 @@ def test_anonymous_history_joins_identified_contact(events: EventService, store:
         row = conn.execute(sa.select(schema.contacts)).mappings().one()
     assert row["email"] == "ann@example.com"
     assert row["user_id"] == "u1"
+
+
+def test_external_ids_from_a_crm_are_identities(events: EventService, store: Store) -> None:
+    first = events.ingest([{"type": "identify", "anonymousId": "a1", "messageId": "m1",
+                            "context": {"externalIds": [{"id": "003XYZ", "type": "salesforce",
+                                                         "collection": "users"}]}}])
+    second = events.ingest([{"type": "identify", "userId": "u9", "messageId": "m2",
+                             "context": {"externalIds": [{"id": "003XYZ",
+                                                          "type": "Salesforce"}]}}])
+    assert first.contact_ids == second.contact_ids
+    with store.read() as conn:
+        kinds = set(conn.execute(sa.select(schema.identities.c.kind)).scalars())
+    assert kinds == {"anonymous_id", "external:salesforce", "user_id"}
+
+
+def test_bad_external_ids_are_rejected_with_the_field(events: EventService) -> None:
+    result = events.ingest([{"type": "identify", "userId": "u1", "messageId": "m1",
+                             "context": {"externalIds": [{"id": "", "type": "crm"}]}}])
+    assert result.accepted == 0
+    assert result.rejected[0].field == "context.externalIds[0].id"
