@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from typing import Annotated
+from typing import Annotated, BinaryIO, cast
 
 from fastapi import APIRouter, Query, Request
 
@@ -45,7 +45,8 @@ async def upload(
                                       "large files with `cadenza contacts import`")
             spool.write(chunk)
         spool.seek(0)
-        report = await asyncio.to_thread(import_contacts, ctx.store, ctx.clock, spool,
+        stream = cast(BinaryIO, spool)  # a SpooledTemporaryFile is a binary file object
+        report = await asyncio.to_thread(import_contacts, ctx.store, ctx.clock, stream,
                                          filename, encoding=encoding)
     return JSON(report.to_dict(), status_code=201)
 

@@ -18,7 +18,7 @@ IDENTITY_KINDS = ("user_id", "anonymous_id", "email", "phone")
 
 # Statements built once: a profile read runs seven of them, and building and hashing
 # SQLAlchemy statements per call cost more than SQLite spent answering them.
-_cid = sa.bindparam("cid")
+_cid: sa.BindParameter[int] = sa.bindparam("cid")
 _i, _co, _m = schema.identities, schema.companies, schema.company_members
 _k, _s, _cm, _e = schema.consents, schema.suppressions, schema.contact_merges, schema.events
 _LIVE = sa.select(c.c.id, c.c.merged_into).where(c.c.id == _cid)

@@ -52,9 +52,11 @@ def test_import_show_search_and_events(env: dict[str, str], tmp_path: Path) -> N
     again = run("contacts", "import", str(people))
     assert "2 unchanged" in again
     shown = run("contacts", "show", "ada@example.com")
-    assert "plan: pro" in shown and "email/marketing=opted_in" in shown
+    assert "plan: pro" in shown
+    assert "email/marketing=opted_in" in shown
     found = run("contacts", "search", "--attr", "plan:free", "--json")
-    assert "grace@example.com" in found and "ada@example.com" not in found
+    assert "grace@example.com" in found
+    assert "ada@example.com" not in found
     assert "ada@example.com" in run("contacts", "search", "--q", "ad")
     assert "Recent events" in run("contacts", "show", "u1")
     run("events", "list", "--limit", "5")
@@ -84,7 +86,8 @@ def test_errors_are_one_clear_line_and_exit_1(env: dict[str, str]) -> None:
     result = subprocess.run([sys.executable, "-m", "cadenza", "keys", "list"], env=bad,
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
-    assert "CADENZA_SECRET_KEY" in result.stderr and "32 characters" in result.stderr
+    assert "CADENZA_SECRET_KEY" in result.stderr
+    assert "32 characters" in result.stderr
     assert "Traceback" not in result.stderr
     missing = subprocess.run([sys.executable, "-m", "cadenza", "contacts", "show", "424242"],
                              env=env, capture_output=True, text=True, timeout=60, check=False)
