@@ -163,22 +163,39 @@ def _require_contacts(conn: Connection, ids: Sequence[int]) -> None:
 
 def normalize_address(kind: str, address: str) -> str:
     """The form an address is suppressed under."""
+    _check_kind(kind)
     if kind == "email":
         return normalize_email(address, "address")
-    if kind == "phone":
-        return normalize_phone(address, "address")
-    raise ValidationFailed("kind", f"{kind!r} must be email or phone")
+    return normalize_phone(address, "address")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in ("email", "phone"):
+        raise ValidationFailed("kind", f"{kind!r} must be email or phone")
+
+
+def _stored_form(kind: str, address: str) -> str:
+    # An erased address is only known by its keyed hash, which is stored as given.
+    if address.startswith("sha256:"):
+        _check_kind(kind)
+        return address
+    return normalize_address(kind, address)
 
 
 def suppress(conn: Connection, kind: str, address: str, reason: SuppressionReason, at: int,
              note: str = "") -> str:
-    """Add (or re-reason) an address on the suppression list; return its stored form."""
-    stored = address if address.startswith("sha256:") else normalize_address(kind, address)
-    insert = dialect_insert(conn, schema.suppressions)
+    """Add (or re-reason) an address on the suppression list; return its stored form.
+
+    An erased entry keeps its reason: re-reasoning it would let `unsuppress` remove it.
+    """
+    stored = _stored_form(kind, address)
+    s = schema.suppressions
+    insert = dialect_insert(conn, s)
     conn.execute(
         insert.on_conflict_do_update(
             index_elements=["kind", "address"],
             set_={"reason": insert.excluded.reason, "note": insert.excluded.note},
+            where=s.c.reason != SuppressionReason.ERASED.value,
         ),
         {"kind": kind, "address": stored, "reason": reason.value, "note": note,
          "created_at": at},
@@ -188,7 +205,7 @@ def suppress(conn: Connection, kind: str, address: str, reason: SuppressionReaso
 
 def unsuppress(conn: Connection, kind: str, address: str) -> bool:
     """Remove an address from the list; True when it was there. Erased entries stay."""
-    stored = normalize_address(kind, address)
+    stored = _stored_form(kind, address)
     s = schema.suppressions
     result = conn.execute(sa.delete(s).where(s.c.kind == kind, s.c.address == stored,
                                              s.c.reason != SuppressionReason.ERASED.value))
@@ -196,12 +213,26 @@ def unsuppress(conn: Connection, kind: str, address: str) -> bool:
 
 
 def is_suppressed(conn: Connection, kind: str, addresses: Iterable[str]) -> set[str]:
-    """The subset of (normalised) `addresses` that are suppressed."""
+    """The subset of `addresses` (as given) whose normalised form is suppressed.
+
+    An address that cannot be normalised is looked up as given (it is never sendable anyway,
+    and one bad address must not stop the check of the others).
+    """
+    given: dict[str, set[str]] = {}
+    for address in addresses:
+        try:
+            form = _stored_form(kind, address)
+        except ValidationFailed as exc:
+            if exc.field == "kind":
+                raise
+            form = address
+        given.setdefault(form, set()).add(address)
     s = schema.suppressions
-    values = sorted(set(addresses))
+    values = sorted(given)
     hits: set[str] = set()
     for start in range(0, len(values), _CHUNK):
         chunk = values[start : start + _CHUNK]
-        hits.update(conn.execute(sa.select(s.c.address).where(s.c.kind == kind,
-                                                              s.c.address.in_(chunk))).scalars())
+        for form in conn.execute(sa.select(s.c.address).where(s.c.kind == kind,
+                                                              s.c.address.in_(chunk))).scalars():
+            hits.update(given[form])
     return hits

@@ -25,7 +25,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cadenza.errors import MergeRefused, NotFound
 from cadenza.store import schema
+from cadenza.store.bulk import allocate_ids, insert_rows, select_in
 
 USER_ID = "user_id"
 ANONYMOUS_ID = "anonymous_id"
@@ -157,10 +159,8 @@ def _resolve_one(batch: _Batch, claim: Claim) -> int:
                                                  (None, claim.user_id))},
             key=_older_first,
         )
-        if candidates:
-            winner = candidates[0]
-        else:
-            winner = batch.new_contact(claim.user_id, claim.timestamp)
+        winner = (candidates[0] if candidates
+                  else batch.new_contact(claim.user_id, claim.timestamp))
         if uid_key:
             batch.attach(uid_key, winner, claim.timestamp)
     for key, cid in others:
@@ -186,15 +186,9 @@ def resolve(conn: Connection, claims: Sequence[Claim], source: str) -> Resolutio
     users = _load_user_ids(conn, set(owner.values()))
     batch = _Batch(owner, users)
     landed = [_resolve_one(batch, claim) for claim in claims]
-    real = _write(conn, batch, source)
+    real, merges = _write(conn, batch, source)
     ids = [real(batch.find(cid)) for cid in landed]
     created = {real(cid) for cid in batch.created_at if batch.find(cid) == cid}
-    merges = [
-        Merge(real(batch.find(m.winner)), real(m.loser), m.reason, m.outcome, m.key,
-              m.message_id, m.at, m.detail)
-        for m in batch.merges
-        if m.loser > 0
-    ]
     return Resolution(ids, created, merges)
 
 
@@ -208,62 +202,61 @@ def _load_owners(conn: Connection, keys: set[Key]) -> dict[Key, int]:
     for kind, value in keys:
         by_kind.setdefault(kind, []).append(value)
     owner: dict[Key, int] = {}
-    t = schema.identities
     for kind, values in by_kind.items():
-        for chunk in _chunks(values):
-            rows = conn.execute(
-                sa.select(t.c.value, t.c.contact_id).where(t.c.kind == kind, t.c.value.in_(chunk))
-            )
-            for value, cid in rows:
-                owner[(kind, value)] = cid
+        rows = select_in(conn, "SELECT value, contact_id FROM identities "
+                         "WHERE kind = {p} AND value IN ({marks})", values, before=[kind])
+        for value, cid in rows:
+            owner[(kind, value)] = cid
     return owner
 
 
 def _load_user_ids(conn: Connection, ids: set[int]) -> dict[int, str | None]:
-    users: dict[int, str | None] = {}
-    t = schema.contacts
-    for chunk in _chunks(sorted(ids)):
-        for cid, uid in conn.execute(sa.select(t.c.id, t.c.user_id).where(t.c.id.in_(chunk))):
-            users[cid] = uid
-    return users
+    rows = select_in(conn, "SELECT id, user_id FROM contacts WHERE id IN ({marks})",
+                     sorted(ids))
+    return dict(rows)
 
 
-def _write(conn: Connection, batch: _Batch, source: str) -> Callable[[int], int]:
-    """Insert new contacts, apply merges, insert new identities; map temp ids to real ones."""
+def _write(
+    conn: Connection, batch: _Batch, source: str
+) -> tuple[Callable[[int], int], list[Merge]]:
+    """Insert new contacts, apply merges, insert new identities; map temp ids to real ones.
+
+    Returns the mapping and the merges as recorded (with real contact ids).
+    """
     # Only new contacts that survived the batch (were not merged away) are created.
     survivors = [cid for cid in sorted(batch.created_at, reverse=True) if batch.find(cid) == cid]
     mapping: dict[int, int] = {}
     if survivors:
-        rows = [
-            {
-                "user_id": batch.users.get(cid),
-                "attributes": {},
-                "created_at": batch.created_at[cid],
-                "updated_at": batch.created_at[cid],
-            }
-            for cid in survivors
-        ]
-        result = conn.execute(
-            sa.insert(schema.contacts).returning(schema.contacts.c.id, sort_by_parameter_order=True),
-            rows,
+        ids = allocate_ids(conn, schema.contacts, len(survivors))
+        mapping = dict(zip(survivors, ids, strict=True))
+        insert_rows(
+            conn, schema.contacts, ("id", "user_id", "attributes", "created_at", "updated_at"),
+            [(mapping[cid], batch.users.get(cid), "{}", batch.created_at[cid],
+              batch.created_at[cid]) for cid in survivors],
         )
-        for cid, (real_id,) in zip(survivors, result, strict=True):
-            mapping[cid] = real_id
 
     def real(cid: int) -> int:
         return mapping.get(cid, cid)
 
+    recorded: list[Merge] = []
     for merge in batch.merges:
-        if merge.loser < 0:
-            continue  # a contact born and merged inside this batch never reached the store
         # Merge into where the winner finally ended up (it may itself have lost later on).
         winner = real(batch.find(merge.winner))
         if merge.outcome == "merged":
-            merge_contacts(conn, winner, merge.loser, merge.at)
+            if merge.loser < 0:
+                continue  # a contact born and merged inside this batch never reached the store
+            loser = merge.loser
+            merge_contacts(conn, winner, loser, merge.at)
+        else:
+            # A refusal keeps both contacts, so it is recorded even when one of them was born
+            # in this batch: name each by where it stands after the batch.
+            loser = real(batch.find(merge.loser))
+        recorded.append(Merge(winner, loser, merge.reason, merge.outcome, merge.key,
+                              merge.message_id, merge.at, merge.detail))
         conn.execute(
             sa.insert(schema.contact_merges).values(
                 winner_id=winner,
-                loser_id=merge.loser,
+                loser_id=loser,
                 reason=merge.reason,
                 outcome=merge.outcome,
                 identity_kind=merge.key[0] if merge.key else None,
@@ -274,13 +267,10 @@ def _write(conn: Connection, batch: _Batch, source: str) -> Callable[[int], int]
             )
         )
     if batch.new_keys:
-        conn.execute(
-            sa.insert(schema.identities),
-            [
-                {"kind": kind, "value": value, "contact_id": real(batch.find(cid)),
-                 "source": source, "created_at": at}
-                for (kind, value), (cid, at) in batch.new_keys.items()
-            ],
+        insert_rows(
+            conn, schema.identities, ("kind", "value", "contact_id", "source", "created_at"),
+            [(kind, value, real(batch.find(cid)), source, at)
+             for (kind, value), (cid, at) in batch.new_keys.items()],
         )
     # Stored contacts that gained a user id in this batch.
     gained = [
@@ -295,7 +285,7 @@ def _write(conn: Connection, batch: _Batch, source: str) -> Callable[[int], int]
             sa.update(t).where(t.c.id == sa.bindparam("cid")).values(user_id=sa.bindparam("uid")),
             gained,
         )
-    return real
+    return real, recorded
 
 
 # Tables whose rows follow a contact when it is merged into another. Later domains add theirs
@@ -310,13 +300,28 @@ def register_merge_table(table: sa.Table) -> None:
 
 
 def merge_contacts(conn: Connection, winner: int, loser: int, at: int) -> None:
-    """Move everything of `loser` to `winner`; the loser stays as a tombstone."""
+    """Move everything of `loser` to `winner`; the loser stays as a tombstone.
+
+    Raises `NotFound` when either contact does not exist, and `MergeRefused` when they are the
+    same contact, either is already merged, or they hold different user ids.
+    """
     c = schema.contacts
+    if winner == loser:
+        raise MergeRefused(winner, loser, "a contact cannot be merged into itself")
     rows = {
         row["id"]: row
         for row in conn.execute(sa.select(c).where(c.c.id.in_([winner, loser]))).mappings()
     }
+    for cid in (winner, loser):
+        if cid not in rows:
+            raise NotFound("contact", cid)
+        if rows[cid]["merged_into"] is not None:
+            raise MergeRefused(winner, loser, f"contact {cid} was already merged into "
+                               f"{rows[cid]['merged_into']}; merge that one instead")
     w, lo = rows[winner], rows[loser]
+    if w["user_id"] and lo["user_id"] and w["user_id"] != lo["user_id"]:
+        raise MergeRefused(winner, loser, f"different user ids {w['user_id']!r} and "
+                           f"{lo['user_id']!r}")
     # The winner's attributes win; the loser's fill the gaps.
     attributes = {**(lo["attributes"] or {}), **(w["attributes"] or {})}
     conn.execute(
@@ -345,14 +350,23 @@ def merge_contacts(conn: Connection, winner: int, loser: int, at: int) -> None:
     )
 
 
+# On a tie in time, the more restrictive decision stands (rows come in no particular order).
+_RESTRICTIVE = {"opted_out": 2, "pending": 1, "opted_in": 0}
+
+
 def _merge_consents(conn: Connection, winner: int, loser: int) -> None:
     # Per (channel, purpose) the most recent decision stands, whichever contact it was on.
     t = schema.consents
     rows = conn.execute(sa.select(t).where(t.c.contact_id.in_([winner, loser]))).mappings()
     latest: dict[tuple[str, str], Any] = {}
+
+    def rank(row: Any) -> tuple[int, int, bool]:
+        return (row["updated_at"], _RESTRICTIVE.get(row["status"], 3),
+                row["contact_id"] == winner)
+
     for row in rows:
         key = (row["channel"], row["purpose"])
-        if key not in latest or row["updated_at"] > latest[key]["updated_at"]:
+        if key not in latest or rank(row) > rank(latest[key]):
             latest[key] = row
     conn.execute(sa.delete(t).where(t.c.contact_id.in_([winner, loser])))
     if latest:

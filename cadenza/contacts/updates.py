@@ -50,8 +50,8 @@ def apply_profile_updates(conn: Connection, updates: Sequence[ProfileUpdate]) ->
             sa.select(c.c.id, c.c.attributes, c.c.email, c.c.phone, c.c.timezone, c.c.locale)
             .where(c.c.id.in_(chunk))
         ).mappings()
-        for row in rows:
-            current[row["id"]] = dict(row)
+        for found in rows:
+            current[found["id"]] = dict(found)
     changed: dict[int, dict[str, Any]] = {}
     for update in updates:
         row = current[update.contact_id]
@@ -108,8 +108,8 @@ def apply_company_updates(conn: Connection, updates: Sequence[CompanyUpdate]) ->
     existing: dict[str, dict[str, Any]] = {}
     for start in range(0, len(group_ids), _CHUNK):
         chunk = group_ids[start : start + _CHUNK]
-        for row in conn.execute(sa.select(t).where(t.c.group_id.in_(chunk))).mappings():
-            existing[row["group_id"]] = dict(row)
+        for found in conn.execute(sa.select(t).where(t.c.group_id.in_(chunk))).mappings():
+            existing[found["group_id"]] = dict(found)
     fresh: dict[str, dict[str, Any]] = {}
     touched: set[str] = set()
     for update in updates:
@@ -143,9 +143,8 @@ def apply_company_updates(conn: Connection, updates: Sequence[CompanyUpdate]) ->
             [{"cid": r["id"], "name": r["name"], "domain": r["domain"],
               "attributes": r["attributes"], "updated_at": r["updated_at"]} for r in stale],
         )
-    ids = dict(
+    ids: dict[str, int] = dict(
         conn.execute(sa.select(t.c.group_id, t.c.id).where(t.c.group_id.in_(sorted(touched))))
-        .tuples()
         .all()
     )
     members = {(ids[u.group_id], u.contact_id): u.at for u in updates}
