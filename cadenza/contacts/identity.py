@@ -51,6 +51,8 @@ class Claim:
     """Other identities (anonymous id, email, phone, external ids)."""
     previous: str | None = None
     """alias: the id being joined into `user_id` (a user id or an anonymous id)."""
+    source: str | None = None
+    """Where the message came from, recorded on new identities (default: the batch's)."""
 
 
 @dataclass
@@ -85,7 +87,7 @@ class _Batch:
         self.parent: dict[int, int] = {}
         self.next_temp = -1
         self.created_at: dict[int, int] = {}
-        self.new_keys: dict[Key, tuple[int, int]] = {}
+        self.new_keys: dict[Key, tuple[int, int, str | None]] = {}
         self.merges: list[Merge] = []
 
     def find(self, cid: int) -> int:
@@ -109,9 +111,9 @@ class _Batch:
         self.created_at[cid] = at
         return cid
 
-    def attach(self, key: Key, cid: int, at: int) -> None:
+    def attach(self, key: Key, cid: int, at: int, source: str | None = None) -> None:
         self.owner[key] = cid
-        self.new_keys[key] = (cid, at)
+        self.new_keys[key] = (cid, at, source)
         if key[0] == USER_ID:
             self.users[cid] = key[1]
 
@@ -162,13 +164,13 @@ def _resolve_one(batch: _Batch, claim: Claim) -> int:
         winner = (candidates[0] if candidates
                   else batch.new_contact(claim.user_id, claim.timestamp))
         if uid_key:
-            batch.attach(uid_key, winner, claim.timestamp)
+            batch.attach(uid_key, winner, claim.timestamp, claim.source)
     for key, cid in others:
         batch.join(winner, batch.find(cid), claim, key)
     winner = batch.find(winner)
     for key in keys:
         if batch.owner_of(key) is None:
-            batch.attach(key, winner, claim.timestamp)
+            batch.attach(key, winner, claim.timestamp, claim.source)
     return winner
 
 
@@ -269,8 +271,8 @@ def _write(
     if batch.new_keys:
         insert_rows(
             conn, schema.identities, ("kind", "value", "contact_id", "source", "created_at"),
-            [(kind, value, real(batch.find(cid)), source, at)
-             for (kind, value), (cid, at) in batch.new_keys.items()],
+            [(kind, value, real(batch.find(cid)), key_source or source, at)
+             for (kind, value), (cid, at, key_source) in batch.new_keys.items()],
         )
     # Stored contacts that gained a user id in this batch.
     gained = [

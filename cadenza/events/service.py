@@ -201,15 +201,13 @@ class EventService:
             valid.append(item)
         if not valid:
             return
-        by_source: dict[str, list[_Pending]] = {}
-        for item in valid:
-            by_source.setdefault(item.source, []).append(item)
-        for source, items in by_source.items():
-            self._store_source(conn, items, source, received_at)
+        self._store_valid(conn, valid, received_at)
 
-    def _store_source(self, conn: Connection, items: list[_Pending], source: str,
-                      received_at: int) -> None:
-        resolution = resolve(conn, [_claim(i.message, i.changes) for i in items], source)
+    def _store_valid(self, conn: Connection, items: list[_Pending], received_at: int) -> None:
+        # One resolution in message order, whatever the sources (group commit mixes them).
+        claims = [_claim(i.message, i.changes, i.source) for i in items]
+        resolution = resolve(conn, claims, items[0].source)
+        _keep_own_addresses(conn, items, resolution.contact_ids)
         profile_updates: list[ProfileUpdate] = []
         company_updates: list[CompanyUpdate] = []
         for item, cid in zip(items, resolution.contact_ids, strict=True):
@@ -230,7 +228,7 @@ class EventService:
              "timestamp", "received_at"),
             [(m.message_id, item.outcome, m.type, m.name,
               dumps(m.traits if m.type in ("identify", "group") else m.properties),
-              dumps(m.context), source, m.timestamp, received_at)
+              dumps(m.context), item.source, m.timestamp, received_at)
              for item in items for m in (item.message,)],
             ignore_conflicts_on=("message_id",),
         )
@@ -325,7 +323,24 @@ def _external_ids(value: object) -> list[tuple[str, str]]:
     return keys
 
 
-def _claim(message: Message, changes: dict[str, Any]) -> Claim:
+def _keep_own_addresses(conn: Connection, items: list[_Pending], contact_ids: list[int]) -> None:
+    """Drop an identify's email or phone from the profile update when that address stayed
+    with another contact (a refused merge): two contacts must not share a primary address."""
+    for kind in (EMAIL, PHONE):
+        wanted = [(item, cid) for item, cid in zip(items, contact_ids, strict=True)
+                  if item.changes.get(kind)]
+        if not wanted:
+            continue
+        owners = dict(select_in(
+            conn, "SELECT value, contact_id FROM identities WHERE kind = {p} "
+            "AND value IN ({marks})", sorted({item.changes[kind] for item, _ in wanted}),
+            before=[kind]))
+        for item, cid in wanted:
+            if owners.get(item.changes[kind]) != cid:
+                del item.changes[kind]
+
+
+def _claim(message: Message, changes: dict[str, Any], source: str) -> Claim:
     keys: list[tuple[str, str]] = []
     if message.anonymous_id:
         keys.append((ANONYMOUS_ID, message.anonymous_id))
@@ -341,4 +356,5 @@ def _claim(message: Message, changes: dict[str, Any]) -> Claim:
         user_id=message.user_id,
         keys=keys,
         previous=message.previous_id,
+        source=source,
     )

@@ -38,3 +38,33 @@ def test_bad_external_ids_are_rejected_with_the_field(events: EventService) -> N
                              "context": {"externalIds": [{"id": "", "type": "crm"}]}}])
     assert result.accepted == 0
     assert result.rejected[0].field == "context.externalIds[0].id"
+
+
+def test_refused_merge_leaves_the_address_with_its_owner(events: EventService,
+                                                          store: Store) -> None:
+    first = events.ingest([{"type": "identify", "userId": "u1", "messageId": "m1",
+                            "traits": {"email": "shared@example.com"}}])
+    second = events.ingest([{"type": "identify", "userId": "u2", "messageId": "m2",
+                             "traits": {"email": "shared@example.com", "plan": "pro"}}])
+    assert first.contact_ids != second.contact_ids
+    with store.read() as conn:
+        rows = dict(conn.execute(sa.select(schema.contacts.c.user_id, schema.contacts.c.email))
+                    .all())
+    assert rows == {"u1": "shared@example.com", "u2": None}
+
+
+def test_mixed_sources_in_one_group_keep_message_order(events: EventService,
+                                                       store: Store) -> None:
+    from cadenza.events import IngestRequest
+
+    results = events.ingest_many([
+        IngestRequest([{"type": "track", "anonymousId": "a1", "event": "Viewed",
+                        "messageId": "m1"}], source="web"),
+        IngestRequest([{"type": "identify", "anonymousId": "a1", "userId": "u1",
+                        "messageId": "m2"}], source="app"),
+    ])
+    assert results[0].contact_ids == results[1].contact_ids
+    with store.read() as conn:
+        sources = dict(conn.execute(sa.select(schema.events.c.message_id,
+                                              schema.events.c.source)).all())
+    assert sources == {"m1": "web", "m2": "app"}
