@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from cadenza.contacts.normalize import normalize_email, normalize_phone
 from cadenza.errors import NotFound, ValidationFailed
 from cadenza.store import dialect_insert, schema
+from cadenza.store.bulk import insert_rows, select_in
 
 CHANNELS = ("email", "sms", "push", "webhook", "whatsapp", "in_app", "phone", "mail")
 _PURPOSE = re.compile(r"^[a-z][a-z0-9_\-:.]{0,63}$")
@@ -109,43 +110,34 @@ def record_consent(conn: Connection, changes: Sequence[ConsentChange]) -> int:
     t = schema.consents
     contact_ids = sorted({c.contact_id for c in changes})
     _require_contacts(conn, contact_ids)
-    current: dict[tuple[int, str, str], str] = {}
-    for start in range(0, len(contact_ids), _CHUNK):
-        chunk = contact_ids[start : start + _CHUNK]
-        for cid, channel, purpose, status in conn.execute(
-            sa.select(t.c.contact_id, t.c.channel, t.c.purpose, t.c.status)
-            .where(t.c.contact_id.in_(chunk))
-        ):
-            current[(cid, channel, purpose)] = status
-    history: list[dict[str, object]] = []
+    current: dict[tuple[int, str, str], str] = {
+        (cid, channel, purpose): status
+        for cid, channel, purpose, status in select_in(
+            conn, "SELECT contact_id, channel, purpose, status FROM consents "
+            "WHERE contact_id IN ({marks})", contact_ids)
+    }
+    history: list[tuple[object, ...]] = []
     latest: dict[tuple[int, str, str], ConsentChange] = {}
     for change in changes:
         key = (change.contact_id, change.channel, change.purpose)
         previous = current.get(key)
         if previous == change.status.value:
             continue
-        history.append({
-            "contact_id": change.contact_id, "channel": change.channel,
-            "purpose": change.purpose, "status": change.status.value,
-            "previous_status": previous, "source": change.source,
-            "text_version": change.text_version, "ip": change.ip, "at": change.at,
-        })
+        history.append((change.contact_id, change.channel, change.purpose,
+                        change.status.value, previous, change.source, change.text_version,
+                        change.ip, change.at))
         current[key] = change.status.value
         latest[key] = change
     if not history:
         return 0
-    conn.execute(sa.insert(schema.consent_history), history)
-    insert = dialect_insert(conn, t)
-    conn.execute(
-        insert.on_conflict_do_update(
-            index_elements=["contact_id", "channel", "purpose"],
-            set_={"status": insert.excluded.status, "source": insert.excluded.source,
-                  "updated_at": insert.excluded.updated_at},
-        ),
-        [{"contact_id": c.contact_id, "channel": c.channel, "purpose": c.purpose,
-          "status": c.status.value, "source": c.source, "updated_at": c.at}
-         for c in latest.values()],
-    )
+    insert_rows(conn, schema.consent_history,
+                ("contact_id", "channel", "purpose", "status", "previous_status", "source",
+                 "text_version", "ip", "at"), history)
+    insert_rows(conn, t, ("contact_id", "channel", "purpose", "status", "source", "updated_at"),
+                [(c.contact_id, c.channel, c.purpose, c.status.value, c.source, c.at)
+                 for c in latest.values()],
+                upsert_on=("contact_id", "channel", "purpose"),
+                update=("status", "source", "updated_at"))
     return len(history)
 
 

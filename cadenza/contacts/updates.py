@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cadenza.store import dialect_insert, schema
+from cadenza.store.bulk import dumps, loads, select_in, update_rows
 
 _CHUNK = 400
 
@@ -44,14 +45,11 @@ def apply_profile_updates(conn: Connection, updates: Sequence[ProfileUpdate]) ->
     c = schema.contacts
     ids = sorted({u.contact_id for u in updates})
     current: dict[int, dict[str, Any]] = {}
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        rows = conn.execute(
-            sa.select(c.c.id, c.c.attributes, c.c.email, c.c.phone, c.c.timezone, c.c.locale)
-            .where(c.c.id.in_(chunk))
-        ).mappings()
-        for found in rows:
-            current[found["id"]] = dict(found)
+    for cid, attributes, email, phone, timezone, locale in select_in(
+            conn, "SELECT id, attributes, email, phone, timezone, locale FROM contacts "
+            "WHERE id IN ({marks})", ids):
+        current[cid] = {"attributes": loads(attributes), "email": email, "phone": phone,
+                        "timezone": timezone, "locale": locale}
     changed: dict[int, dict[str, Any]] = {}
     for update in updates:
         row = current[update.contact_id]
@@ -71,31 +69,11 @@ def apply_profile_updates(conn: Connection, updates: Sequence[ProfileUpdate]) ->
             new["updated_at"] = update.at
             current[update.contact_id] = new
             changed[update.contact_id] = new
-    if changed:
-        conn.execute(
-            sa.update(c)
-            .where(c.c.id == sa.bindparam("cid"))
-            .values(
-                attributes=sa.bindparam("attributes"),
-                email=sa.bindparam("email"),
-                phone=sa.bindparam("phone"),
-                timezone=sa.bindparam("timezone"),
-                locale=sa.bindparam("locale"),
-                updated_at=sa.bindparam("updated_at"),
-            ),
-            [
-                {
-                    "cid": cid,
-                    "attributes": row["attributes"],
-                    "email": row["email"],
-                    "phone": row["phone"],
-                    "timezone": row["timezone"],
-                    "locale": row["locale"],
-                    "updated_at": row["updated_at"],
-                }
-                for cid, row in changed.items()
-            ],
-        )
+    update_rows(
+        conn, c, "id", ("attributes", "email", "phone", "timezone", "locale", "updated_at"),
+        [(dumps(row["attributes"]), row["email"], row["phone"], row["timezone"], row["locale"],
+          row["updated_at"], cid) for cid, row in changed.items()],
+    )
     return len(changed)
 
 

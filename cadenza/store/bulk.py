@@ -23,6 +23,13 @@ def dumps(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+def loads(value: Any) -> Any:
+    """A JSON column's value as read through the driver (text on SQLite, parsed on PG)."""
+    if isinstance(value, str | bytes):
+        return orjson.loads(value)
+    return value
+
+
 def allocate_ids(conn: Connection, table: sa.Table, count: int) -> list[int]:
     """`count` fresh primary-key values for `table`, reserved for this transaction.
 
@@ -49,8 +56,14 @@ def insert_rows(
     rows: Sequence[Sequence[Any]],
     *,
     ignore_conflicts_on: Sequence[str] | None = None,
+    upsert_on: Sequence[str] | None = None,
+    update: Sequence[str] = (),
 ) -> int:
-    """Insert tuples (JSON already serialised) in one executemany; return rows inserted."""
+    """Insert tuples (JSON already serialised) in one executemany; return rows written.
+
+    `ignore_conflicts_on` skips rows that clash on those columns; `upsert_on` with `update`
+    overwrites the `update` columns of the existing row instead.
+    """
     if not rows:
         return 0
     postgres = conn.dialect.name == "postgresql"
@@ -62,6 +75,9 @@ def insert_rows(
            f"VALUES ({', '.join(marks)})")
     if ignore_conflicts_on:
         sql += f" ON CONFLICT ({', '.join(ignore_conflicts_on)}) DO NOTHING"
+    elif upsert_on:
+        sets = ", ".join(f"{name} = excluded.{name}" for name in update)
+        sql += f" ON CONFLICT ({', '.join(upsert_on)}) DO UPDATE SET {sets}"
     result = conn.exec_driver_sql(sql, [tuple(r) for r in rows])
     return int(result.rowcount)
 
@@ -87,3 +103,24 @@ def select_in(
         text = sql.format(p=mark, marks=", ".join([mark] * len(part)))
         rows.extend(tuple(r) for r in conn.exec_driver_sql(text, (*before, *part)))
     return rows
+
+
+def update_rows(
+    conn: Connection,
+    table: sa.Table,
+    key: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+) -> None:
+    """`UPDATE table SET columns... WHERE key = ?` for each tuple (values..., key value)."""
+    if not rows:
+        return
+    postgres = conn.dialect.name == "postgresql"
+    sets = []
+    for name in columns:
+        is_json = isinstance(table.c[name].type, _JSON_TYPES)
+        mark = "CAST(%s AS jsonb)" if postgres and is_json else ("%s" if postgres else "?")
+        sets.append(f"{name} = {mark}")
+    sql = (f"UPDATE {table.name} SET {', '.join(sets)} "
+           f"WHERE {key} = {'%s' if postgres else '?'}")
+    conn.exec_driver_sql(sql, [tuple(r) for r in rows])
