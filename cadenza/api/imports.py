@@ -27,6 +27,9 @@ async def upload(
     _key: AdminKey,
     filename: Annotated[str, Query(max_length=200)] = "upload.csv",
     encoding: Annotated[str | None, Query(max_length=32)] = None,
+    allow_resubscribe: Annotated[bool, Query(description=(
+        "Let consent cells turn an opt-out back into opted_in or pending; without it such a "
+        "cell fails its row."))] = False,
 ) -> JSON:
     """Import contacts from the CSV in the request body (`Content-Type: text/csv`).
 
@@ -47,7 +50,8 @@ async def upload(
         spool.seek(0)
         stream = cast(BinaryIO, spool)  # a SpooledTemporaryFile is a binary file object
         report = await asyncio.to_thread(import_contacts, ctx.store, ctx.clock, stream,
-                                         filename, encoding=encoding)
+                                         filename, encoding=encoding,
+                                         allow_resubscribe=allow_resubscribe)
     return JSON(report.to_dict(), status_code=201)
 
 

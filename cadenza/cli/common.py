@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 import orjson
+import typer
 from rich.console import Console
 
 from cadenza.settings import Settings
 from cadenza.store import Store
 
 console = Console()
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def load_settings() -> Settings:
@@ -18,9 +23,36 @@ def load_settings() -> Settings:
     return Settings.load()
 
 
+_opened: list[Store] = []
+
+
 def open_store(settings: Settings) -> Store:
-    """The store the settings point at."""
-    return Store.create(settings.database_url)
+    """The store the settings point at, closed when the running command ends."""
+    store = Store.create(settings.database_url)
+    _opened.append(store)
+    return store
+
+
+def closing_stores(command: Callable[P, R]) -> Callable[P, R]:
+    """Wrap a command so that every store it opened is closed when it returns or fails."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        finally:
+            while _opened:
+                _opened.pop().dispose()
+
+    return run
+
+
+def close_stores_after_commands(*apps: typer.Typer) -> None:
+    """Apply `closing_stores` to every command registered on `apps` (call once, at import)."""
+    for group in apps:
+        for info in group.registered_commands:
+            if info.callback is not None:
+                info.callback = closing_stores(info.callback)
 
 
 def print_json(value: Any) -> None:

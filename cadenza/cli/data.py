@@ -41,6 +41,9 @@ def contacts_import(
                                                  "e.g. cp1252.")] = None,
     errors_out: Annotated[Path | None, typer.Option("--errors", help="Write the row "
                                                     "report to this CSV.")] = None,
+    allow_resubscribe: Annotated[bool, typer.Option(
+        "--allow-resubscribe", help="Let consent cells turn an opt-out back into opted_in or "
+        "pending; only when the people have consented again.")] = False,
 ) -> None:
     """Import contacts (and consent columns) from a CSV file; safe to run twice."""
     from cadenza.events.csv_import import import_contacts
@@ -52,7 +55,8 @@ def contacts_import(
                   TimeRemainingColumn(), console=console) as progress, file.open("rb") as stream:
         task = progress.add_task(file.name, total=size)
         report = import_contacts(store, SystemClock(), stream, file.name, encoding=encoding,
-                                 progress=lambda done: progress.update(task, completed=done))
+                                 progress=lambda done: progress.update(task, completed=done),
+                                 allow_resubscribe=allow_resubscribe)
     summary = report.to_dict()
     console.print(
         f"[green]{summary['created']:,} created[/], {summary['updated']:,} updated, "

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from cadenza.cli import data, ops
-from cadenza.cli.common import console, load_settings, open_store
+from cadenza.cli.common import close_stores_after_commands, console, load_settings, open_store
 from cadenza.errors import CadenzaError
 
 app = typer.Typer(
@@ -80,6 +80,10 @@ def demo(
                   " -d '{\"userId\":\"me\",\"event\":\"Tried Cadenza\"}'\n")
     if serve_after:
         ops.run_server(settings, settings.host, settings.port)
+
+
+close_stores_after_commands(app, ops.db, ops.keys, data.contacts, data.events, data.fields,
+                            data.suppressions)
 
 
 def main() -> None:

@@ -10,7 +10,9 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from cadenza.cli import app
 from cadenza.clock import FakeClock
 from cadenza.contacts import FieldSpec, declare_field
 from cadenza.errors import ImportFailed, ValidationFailed
@@ -186,6 +188,120 @@ def test_bad_consent_value_and_bad_consent_column(store: Store, clock: FakeClock
         run(store, clock, tmp_path, "email,consent_emial_marketing\nann@example.com,yes\n")
     with pytest.raises(ImportFailed, match="consent_<channel>_<purpose>"):
         run(store, clock, tmp_path, "email,consent_email\nann@example.com,yes\n")
+
+
+def consent_state(store: Store) -> dict[str, str]:
+    """Email marketing consent by the contact's email."""
+    c, k = schema.contacts, schema.consents
+    with store.read() as conn:
+        rows = conn.execute(sa.select(c.c.email, k.c.status).join(k, k.c.contact_id == c.c.id)
+                            .where(k.c.channel == "email", k.c.purpose == "marketing"))
+        return {row.email: row.status for row in rows}
+
+
+RESUBSCRIBE = ("would change the contact's email/marketing consent from opted_out to {}, but "
+               "a file is not proof of fresh consent, so the row was not imported; remove this "
+               "cell, or import with --allow-resubscribe (API: allow_resubscribe=true) if they "
+               "opted in again")
+
+
+def test_import_never_undoes_an_opt_out(store: Store, clock: FakeClock, tmp_path: Path) -> None:
+    header = "email,plan,consent_email_marketing\n"
+    run(store, clock, tmp_path, header + "ann@example.com,free,no\nbob@example.com,free,yes\n"
+        "carl@example.com,free,pending\ndora@example.com,free,no\neve@example.com,free,no\n")
+    history = count(store, schema.consent_history)
+    clock.advance(1000)
+    report = run(store, clock, tmp_path, header +
+                 "ann@example.com,pro,yes\n"  # refused: the whole row writes nothing
+                 "bob@example.com,pro,no\n"  # opting out is always allowed
+                 "carl@example.com,pro,opted_in\n"  # pending -> opted_in is a confirmation
+                 "dora@example.com,pro,Pending\n"  # refused: asking again needs consent too
+                 "eve@example.com,pro,no\n"  # unchanged consent, new plan
+                 "fay@example.com,pro,yes\n")  # a new contact opts in
+    assert report.errors == [
+        RowError(2, "consent_email_marketing", "'yes' " + RESUBSCRIBE.format("opted_in")),
+        RowError(5, "consent_email_marketing", "'Pending' " + RESUBSCRIBE.format("pending"))]
+    assert (report.failed, report.created, report.updated) == (2, 1, 3)
+    assert consent_state(store) == {
+        "ann@example.com": "opted_out", "bob@example.com": "opted_out",
+        "carl@example.com": "opted_in", "dora@example.com": "opted_out",
+        "eve@example.com": "opted_out", "fay@example.com": "opted_in"}
+    found = contacts(store)
+    assert found["ann@example.com"]["attributes"] == {"plan": "free"}
+    assert found["dora@example.com"]["attributes"] == {"plan": "free"}
+    assert found["eve@example.com"]["attributes"] == {"plan": "pro"}
+    assert count(store, schema.consent_history) == history + 3  # bob, carl, fay
+    assert stored_errors(store, report.import_id) == [
+        (e.line, e.column, e.reason) for e in report.errors]
+
+
+def test_allow_resubscribe_records_the_opt_in(store: Store, clock: FakeClock,
+                                              tmp_path: Path) -> None:
+    header = "email,consent_email_marketing,consent_sms_marketing\n"
+    run(store, clock, tmp_path, header + "ann@example.com,no,no\n")
+    clock.advance(1000)
+    report = run(store, clock, tmp_path, header + "ann@example.com,yes,pending\n",
+                 name="reconfirmed.csv", allow_resubscribe=True)
+    assert (report.failed, report.updated) == (0, 1)
+    h = schema.consent_history
+    with store.read() as conn:
+        latest = set(conn.execute(sa.select(h.c.channel, h.c.status, h.c.previous_status,
+                                            h.c.source, h.c.at).where(h.c.at == clock.now_ms())))
+    assert latest == {("email", "opted_in", "opted_out", "csv:reconfirmed.csv", clock.now_ms()),
+                      ("sms", "pending", "opted_out", "csv:reconfirmed.csv", clock.now_ms())}
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 1000])
+def test_an_opt_out_earlier_in_the_file_holds_whatever_the_batch_size(
+        store: Store, clock: FakeClock, tmp_path: Path, batch_size: int) -> None:
+    report = run(store, clock, tmp_path,
+                 "email,user_id,phone,consent_email_marketing\n"
+                 "ann@example.com,,+14155550100,no\n"
+                 ",u-1,+14155550101,\n"
+                 ",u-1,+14155550100,\n"  # merges u-1 and ann: one contact
+                 ",u-1,,yes\n"
+                 "bob@example.com,,,yes\n",
+                 batch_size=batch_size)
+    assert [(e.line, e.column) for e in report.errors] == [(5, "consent_email_marketing")]
+    found = contacts(store)
+    assert set(found) == {"ann@example.com", "bob@example.com"}
+    assert found["ann@example.com"]["user_id"] == "u-1"
+    assert consent_state(store) == {"ann@example.com": "opted_out",
+                                    "bob@example.com": "opted_in"}
+
+
+def test_an_opt_out_on_any_contact_the_row_names_holds(store: Store, clock: FakeClock,
+                                                       tmp_path: Path) -> None:
+    run(store, clock, tmp_path, "email,phone,consent_email_marketing\n"
+        "ann@example.com,,yes\nann.lee@example.com,+14155550100,no\n")
+    report = run(store, clock, tmp_path, "email,phone,consent_email_marketing\n"
+                 "ann@example.com,+14155550100,yes\n")
+    assert [(e.line, e.column) for e in report.errors] == [(2, "consent_email_marketing")]
+    assert count(store, schema.contact_merges) == 0  # the refused row merged nothing
+
+
+def test_cli_refuses_a_resubscribe_unless_allowed(store: Store, store_url: str,
+                                                  tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CADENZA_DATABASE_URL", store_url)
+    monkeypatch.setenv("CADENZA_SECRET_KEY", "cli-test-secret-0123456789-0123456789-abcdef")
+    monkeypatch.chdir(tmp_path)
+    people = tmp_path / "people.csv"
+    people.write_text("email,consent_email_marketing\nann@example.com,no\n")
+    assert CliRunner().invoke(app, ["contacts", "import", str(people)]).exit_code == 0
+    people.write_text("email,consent_email_marketing\nann@example.com,yes\n")
+    errors = tmp_path / "errors.csv"
+    refused = CliRunner().invoke(app, ["contacts", "import", str(people), "--errors",
+                                       str(errors)])
+    assert refused.exit_code == 2, refused.output
+    assert "1 failed" in refused.output
+    assert "--allow-resubscribe" in errors.read_text()
+    assert consent_state(store) == {"ann@example.com": "opted_out"}
+    allowed = CliRunner().invoke(app, ["contacts", "import", str(people),
+                                       "--allow-resubscribe"])
+    assert allowed.exit_code == 0, allowed.output
+    assert "1 updated" in allowed.output
+    assert consent_state(store) == {"ann@example.com": "opted_in"}
 
 
 # -- declared fields -----------------------------------------------------------------------
