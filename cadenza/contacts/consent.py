@@ -19,8 +19,7 @@ from sqlalchemy.engine import Connection
 
 from cadenza.contacts.normalize import normalize_email, normalize_phone
 from cadenza.errors import NotFound, ValidationFailed
-from cadenza.store import dialect_insert, schema
-from cadenza.store.bulk import insert_rows, select_in
+from cadenza.store import dialect_insert, insert_rows, schema, select_in
 
 CHANNELS = ("email", "sms", "push", "webhook", "whatsapp", "in_app", "phone", "mail")
 _PURPOSE = re.compile(r"^[a-z][a-z0-9_\-:.]{0,63}$")

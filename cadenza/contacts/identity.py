@@ -26,8 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cadenza.errors import MergeRefused, NotFound
-from cadenza.store import schema
-from cadenza.store.bulk import allocate_ids, insert_rows, select_in
+from cadenza.store import allocate_ids, insert_rows, schema, select_in
 
 USER_ID = "user_id"
 ANONYMOUS_ID = "anonymous_id"

@@ -9,8 +9,7 @@ from sqlalchemy.engine import Connection
 
 from cadenza.contacts.normalize import normalize_email, normalize_phone
 from cadenza.errors import NotFound, ValidationFailed
-from cadenza.store import schema
-from cadenza.store.paging import Page, check_limit, decode_cursor, encode_cursor
+from cadenza.store import Page, check_limit, decode_cursor, encode_cursor, schema
 
 c = schema.contacts
 IDENTITY_KINDS = ("user_id", "anonymous_id", "email", "phone")

@@ -13,8 +13,7 @@ from cadenza.contacts import queries
 from cadenza.contacts.consent import ConsentChange, ConsentStatus, SuppressionReason
 from cadenza.contacts.fields import FieldSpec
 from cadenza.errors import ValidationFailed
-from cadenza.store import Store, schema
-from cadenza.store.paging import Page
+from cadenza.store import Page, Store, schema
 
 
 class ContactService:

@@ -9,8 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from cadenza.store import dialect_insert, schema
-from cadenza.store.bulk import dumps, loads, select_in, update_rows
+from cadenza.store import dialect_insert, dumps, loads, schema, select_in, update_rows
 
 _CHUNK = 400
 

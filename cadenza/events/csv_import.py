@@ -82,8 +82,7 @@ from cadenza.events.csv_read import (
     validate_row,
     wrong_width,
 )
-from cadenza.store import Store, schema
-from cadenza.store.bulk import insert_rows, select_in
+from cadenza.store import Store, insert_rows, schema, select_in
 
 __all__ = [
     "REPORT_LIMIT",

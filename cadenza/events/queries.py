@@ -8,8 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cadenza.errors import NotFound
-from cadenza.store import schema
-from cadenza.store.paging import Page, check_limit, decode_cursor, encode_cursor
+from cadenza.store import Page, check_limit, decode_cursor, encode_cursor, schema
 
 e = schema.events
 EVENT_COLUMNS = (e.c.id, e.c.message_id, e.c.contact_id, e.c.type, e.c.name, e.c.properties,

@@ -29,9 +29,7 @@ from cadenza.contacts import (
 from cadenza.errors import ValidationFailed
 from cadenza.events.queries import get_import, list_events
 from cadenza.events.segment import Message, Rejection, parse
-from cadenza.store import Store, schema
-from cadenza.store.bulk import dumps, insert_rows, select_in
-from cadenza.store.paging import Page
+from cadenza.store import Page, Store, dumps, insert_rows, schema, select_in
 
 _CHUNK = 400
 _RESERVED_TRAITS = ("email", "phone", "timezone", "locale")

@@ -1,7 +1,25 @@
-"""Storage: the schema for both dialects, `Store`, and migrations."""
+"""Storage: the schema for both dialects, `Store`, migrations, bulk writes and paging."""
 
 from cadenza.store import schema
+from cadenza.store.bulk import allocate_ids, dumps, insert_rows, loads, select_in, update_rows
 from cadenza.store.engine import Store, dialect_insert
 from cadenza.store.migrate import upgrade
+from cadenza.store.paging import MAX_LIMIT, Page, check_limit, decode_cursor, encode_cursor
 
-__all__ = ["Store", "dialect_insert", "schema", "upgrade"]
+__all__ = [
+    "MAX_LIMIT",
+    "Page",
+    "Store",
+    "allocate_ids",
+    "check_limit",
+    "decode_cursor",
+    "dialect_insert",
+    "dumps",
+    "encode_cursor",
+    "insert_rows",
+    "loads",
+    "schema",
+    "select_in",
+    "update_rows",
+    "upgrade",
+]
