@@ -10,8 +10,9 @@ events/s sustained over the whole run with the per-batch p50/p99.
 The traffic follows the way real streams look: a visitor is anonymous (page views, client-side
 tracks) until their first identify, which carries both ids and adopts the anonymous contact;
 after that, client-side events carry both ids and server-side ones the user id only. Activity
-is skewed (a few visitors send many events). No identify joins two existing contacts, so no
-merges happen: this measures the steady path.
+is skewed (a few visitors send many events). Message ids are random UUIDs, as client
+libraries send them. No identify joins two existing contacts, so no merges happen: this
+measures the steady path.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import gc
 import random
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +82,10 @@ def make_messages(total: int, now_ms: int, seed: int = 1, people: int = 150_000
         context: dict[str, Any] = {"ip": f"198.51.100.{person % 250 + 1}",
                                    "userAgent": AGENTS[person % len(AGENTS)],
                                    "library": {"name": "analytics.js", "version": "5.2.0"}}
-        base: dict[str, Any] = {"messageId": f"{seed}-{i:09d}-{rng.getrandbits(48):012x}",
+        # Random UUIDs, as Segment and RudderStack libraries send (sequential ids would make
+        # the unique index on message_id look far cheaper than it is).
+        message_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        base: dict[str, Any] = {"messageId": message_id,
                                 "timestamp": _iso(int(start + i * step)), "context": context}
         roll = rng.random()
         if roll < 0.05:
