@@ -6,9 +6,10 @@ Every route is parse, call a service, render. Admin keys go in `Authorization: B
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from cadenza.api.auth import AdminKey, Ctx
@@ -20,24 +21,32 @@ from cadenza.governance import create_key, list_keys, revoke_key
 router = APIRouter(prefix="/api", tags=["admin"])
 
 
+MAX_ID = 2**63 - 1
+"""Ids are 64-bit; a larger number is refused up front rather than overflowing the driver."""
+_MS = re.compile(r"-?[0-9]{1,15}")
+"""Epoch milliseconds: 15 digits reach past the year 9999."""
+
+
 def parse_time(value: str | None, field: str) -> int | None:
     """Epoch milliseconds from an ISO 8601 time or a number of milliseconds."""
     if value is None:
         return None
     text = value.strip()
-    if text.lstrip("-").isdigit():
+    if _MS.fullmatch(text):
         return int(text)
     try:
         parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ValidationFailed(field, f"{value!r} is neither ISO 8601 (2026-05-01T09:00:00Z) "
-                               "nor epoch milliseconds") from None
+        raise ValidationFailed(field, f"{value[:40]!r} is neither ISO 8601 "
+                               "(2026-05-01T09:00:00Z) nor epoch milliseconds") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
     return int(parsed.timestamp() * 1000)
 
 
 Limit = Annotated[int, Query(ge=1, le=500)]
+ContactId = Annotated[int, Path(ge=1, le=MAX_ID)]
+IdFilter = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 
 
 class _Body(BaseModel):
@@ -54,7 +63,7 @@ def search_contacts(
     phone: str | None = None,
     q: Annotated[str | None, Query(description="email prefix")] = None,
     attr: Annotated[list[str] | None, Query(description="name:value, repeatable")] = None,
-    company_id: int | None = None,
+    company_id: IdFilter = None,
     cursor: str | None = None,
     limit: Limit = 50,
 ) -> JSON:
@@ -76,14 +85,14 @@ def search_contacts(
 
 
 @router.get("/contacts/{contact_id}", response_class=JSON)
-def get_contact(ctx: Ctx, _key: AdminKey, contact_id: int,
+def get_contact(ctx: Ctx, _key: AdminKey, contact_id: ContactId,
                 events_limit: Annotated[int, Query(ge=1, le=500)] = 20) -> JSON:
     """A contact's profile: attributes, identities, companies, consent, merges, timeline."""
     return JSON(ctx.contacts.profile(contact_id, events_limit))
 
 
 @router.get("/contacts/{contact_id}/events", response_class=JSON)
-def contact_events(ctx: Ctx, _key: AdminKey, contact_id: int, name: str | None = None,
+def contact_events(ctx: Ctx, _key: AdminKey, contact_id: ContactId, name: str | None = None,
                    type: str | None = None, since: str | None = None,
                    until: str | None = None, cursor: str | None = None,
                    limit: Limit = 50) -> JSON:
@@ -96,7 +105,7 @@ def contact_events(ctx: Ctx, _key: AdminKey, contact_id: int, name: str | None =
 
 @router.get("/events", response_class=JSON)
 def events(ctx: Ctx, _key: AdminKey, name: str | None = None, type: str | None = None,
-           contact_id: int | None = None, since: str | None = None, until: str | None = None,
+           contact_id: IdFilter = None, since: str | None = None, until: str | None = None,
            cursor: str | None = None, limit: Limit = 50) -> JSON:
     """Events by name, type, contact and time, newest first."""
     page = ctx.events.find(contact_id=contact_id, name=name, type=type,
@@ -106,7 +115,8 @@ def events(ctx: Ctx, _key: AdminKey, name: str | None = None, type: str | None =
 
 
 @router.get("/companies/{company_id}", response_class=JSON)
-def company(ctx: Ctx, _key: AdminKey, company_id: int) -> JSON:
+def company(ctx: Ctx, _key: AdminKey,
+            company_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> JSON:
     """A company (account) with its attributes and members."""
     return JSON(ctx.contacts.company(company_id))
 
@@ -123,7 +133,7 @@ class ConsentBody(_Body):
 
 
 @router.post("/contacts/{contact_id}/consent", response_class=JSON)
-def set_consent(ctx: Ctx, _key: AdminKey, contact_id: int, body: ConsentBody) -> JSON:
+def set_consent(ctx: Ctx, _key: AdminKey, contact_id: ContactId, body: ConsentBody) -> JSON:
     """Record a consent decision (history keeps every change)."""
     changed = ctx.contacts.set_consent(contact_id, body.channel, body.purpose, body.status,
                                        body.source, body.text_version, body.ip)
@@ -131,7 +141,7 @@ def set_consent(ctx: Ctx, _key: AdminKey, contact_id: int, body: ConsentBody) ->
 
 
 @router.get("/contacts/{contact_id}/consent/history", response_class=JSON)
-def consent_history(ctx: Ctx, _key: AdminKey, contact_id: int) -> JSON:
+def consent_history(ctx: Ctx, _key: AdminKey, contact_id: ContactId) -> JSON:
     """Every consent change, with source, time, text version and IP."""
     return JSON({"items": ctx.contacts.consent_history(contact_id)})
 
@@ -184,7 +194,7 @@ class SuppressionBody(_Body):
 
 
 @router.get("/suppressions", response_class=JSON)
-def get_suppressions(ctx: Ctx, _key: AdminKey, cursor: int | None = None,
+def get_suppressions(ctx: Ctx, _key: AdminKey, cursor: IdFilter = None,
                      limit: Limit = 100) -> JSON:
     """The suppression list, newest first."""
     items = ctx.contacts.suppressions(limit, cursor)
@@ -237,7 +247,8 @@ def post_key(ctx: Ctx, _key: AdminKey, body: KeyBody) -> JSON:
 
 
 @router.post("/keys/{key_id}/revoke", response_class=JSON)
-def post_revoke(ctx: Ctx, _key: AdminKey, key_id: int) -> JSON:
+def post_revoke(ctx: Ctx, _key: AdminKey,
+                key_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> JSON:
     """Revoke a key; it stops working at once."""
     with ctx.store.begin() as conn:
         key = revoke_key(conn, key_id, ctx.clock.now_ms())

@@ -26,6 +26,10 @@ def presented_key(request: Request) -> str:
         return decoded.partition(":")[0]
     if scheme == "bearer":
         return value.strip()
+    if header.strip():
+        # Not echoed back: a key sent without a scheme would land in the error message.
+        raise AuthError("the Authorization header must be 'Basic <base64 of key:>' (write "
+                        "keys, as Segment libraries send them) or 'Bearer <key>'")
     return ""
 
 

@@ -24,34 +24,47 @@ async def _read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing more than `limit` bytes (also after gzip)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge("", f"request is {declared} bytes; the limit is {limit} bytes")
+        raise PayloadTooLarge("body", f"request is {declared} bytes; the limit is {limit} bytes")
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity", "gzip"):
+        raise ValidationFailed("Content-Encoding", f"{encoding!r} is not supported; send the "
+                               "body as plain JSON or gzip")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge("", f"request is over the limit of {limit} bytes")
+            raise PayloadTooLarge("body", f"request is over the limit of {limit} bytes")
         chunks.append(chunk)
     body = b"".join(chunks)
-    if request.headers.get("content-encoding", "").lower() == "gzip":
-        inflater = zlib.decompressobj(wbits=31)
-        try:
-            body = inflater.decompress(body, limit + 1)
-        except zlib.error:
-            raise ValidationFailed("", "Content-Encoding is gzip but the body is not") from None
-        if len(body) > limit or inflater.unconsumed_tail:
-            raise PayloadTooLarge("", f"request is over the limit of {limit} bytes once "
-                                  "decompressed")
+    if encoding == "gzip" and body:
+        body = _gunzip(body, limit)
     return body
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """Inflate at most `limit` bytes: a small gzip bomb must not become a large allocation."""
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        plain = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        raise ValidationFailed("body", "Content-Encoding is gzip but the body is not valid "
+                               "gzip") from None
+    if len(plain) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge("body", f"request is over the limit of {limit} bytes once "
+                              "decompressed")
+    if not inflater.eof:
+        raise ValidationFailed("body", "the gzip body is truncated; send the whole stream")
+    return plain
 
 
 def _parse_json(body: bytes) -> Any:
     if not body:
-        raise ValidationFailed("", "the body is empty; send a JSON object")
+        raise ValidationFailed("body", "the body is empty; send a JSON object")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise ValidationFailed("", f"the body is not valid JSON: {exc}") from None
+        raise ValidationFailed("body", f"the body is not valid JSON: {exc}") from None
 
 
 def _sent_at(value: Any) -> int | None:
@@ -69,11 +82,21 @@ def _sent_at(value: Any) -> int | None:
     raise ValidationFailed("sentAt", f"{value!r} is not an ISO 8601 time")
 
 
-def _check_write_key(ctx: Ctx, request: Request, body: Any) -> None:
+async def _authorised_body(ctx: Ctx, request: Request, limit: int) -> Any:
+    """The parsed body, once the write key is known good.
+
+    A key in the Authorization header is checked before the body is read; without one the key
+    may come as `writeKey` in the body (Segment's batch format), so the body is parsed first.
+    """
     key = presented_key(request)
-    if not key and isinstance(body, dict) and isinstance(body.get("writeKey"), str):
-        key = body["writeKey"]
-    ctx.keys.check(key, (KeyKind.WRITE,), ctx.clock.now_ms())
+    if key:
+        ctx.keys.check(key, (KeyKind.WRITE,), ctx.clock.now_ms())
+    body = _parse_json(await _read_body(request, limit))
+    if not key:
+        in_body = body.get("writeKey") if isinstance(body, dict) else None
+        ctx.keys.check(in_body if isinstance(in_body, str) else "", (KeyKind.WRITE,),
+                       ctx.clock.now_ms())
+    return body
 
 
 def _source(request: Request) -> str:
@@ -84,12 +107,12 @@ def _single(kind: str) -> Any:
     schema = MODELS[kind].model_json_schema(ref_template="#/components/schemas/{model}")
 
     async def endpoint(request: Request, ctx: Ctx) -> JSON:
-        body = _parse_json(await _read_body(request, MAX_MESSAGE_BYTES))
-        _check_write_key(ctx, request, body)
+        body = await _authorised_body(ctx, request, MAX_MESSAGE_BYTES)
         result = await ctx.writer.submit(IngestRequest([body], _source(request), implied_type=kind))
         if result.rejected:
             first = result.rejected[0]
-            raise ValidationFailed(first.field, first.reason)
+            # A problem with the message as a whole is a problem with the body.
+            raise ValidationFailed(first.field or "body", first.reason)
         return JSON(result.to_dict())
 
     endpoint.__name__ = kind
@@ -119,12 +142,16 @@ async def batch(request: Request, ctx: Ctx) -> JSON:
     Valid messages are stored even when others are not; the response lists the rejected ones
     with the field and the reason.
     """
-    body = _parse_json(await _read_body(request, MAX_BATCH_BYTES))
-    _check_write_key(ctx, request, body)
-    if not isinstance(body, dict) or not isinstance(body.get("batch"), list):
+    body = await _authorised_body(ctx, request, MAX_BATCH_BYTES)
+    if not isinstance(body, dict):
+        raise ValidationFailed("body", f"must be a JSON object with a 'batch' list, got "
+                               f"{type(body).__name__}")
+    if not isinstance(body.get("batch"), list):
         raise ValidationFailed("batch", "is required and must be a list of messages")
     messages = body["batch"]
-    context = body.get("context") if isinstance(body.get("context"), dict) else None
+    context = body.get("context")
+    if context is not None and not isinstance(context, dict):
+        raise ValidationFailed("context", f"must be a JSON object, got {type(context).__name__}")
     result = await ctx.writer.submit(IngestRequest(
         messages, _source(request), batch_sent_at=_sent_at(body.get("sentAt")),
         batch_context=context))

@@ -34,7 +34,9 @@ def test_upload_reports_rows_and_is_idempotent(client: httpx.Client, keys: Keys)
 
     again = client.post("/api/imports", params={"filename": "people.csv"}, content=CSV,
                         headers=headers).json()
-    assert again["created"] == 0 and again["updated"] == 0 and again["unchanged"] == 1
+    assert again["created"] == 0
+    assert again["updated"] == 0
+    assert again["unchanged"] == 1
 
     found = client.get("/api/contacts", params={"email": "ada@example.com"},
                        headers=keys.admin_headers).json()["items"]
