@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import sqlalchemy as sa
@@ -121,7 +122,7 @@ def search_contacts(
         # A range, not LIKE, so the email index serves it on both dialects.
         query = query.where(c.c.email >= prefix, c.c.email < prefix + "\U0010ffff")
     for name, value in (attributes or {}).items():
-        query = query.where(c.c.attributes[name].as_string() == value)
+        query = query.where(_attribute_equals(conn.dialect.name, name, value))
     if company_id is not None:
         m = schema.company_members
         query = query.where(c.c.id.in_(
@@ -136,6 +137,29 @@ def search_contacts(
         rows = rows[:limit]
         next_cursor = encode_cursor(rows[-1]["id"])
     return Page(rows, next_cursor)
+
+
+def _attribute_equals(dialect: str, name: str, value: str) -> sa.ColumnElement[bool]:
+    """`attributes.name` equals the query text `value`, whatever JSON type it is stored as.
+
+    PostgreSQL's `->>` already renders numbers and booleans as text ('36', 'true'). SQLite's
+    json_extract returns native values, so numbers and booleans need their own comparison.
+    """
+    column = c.c.attributes[name]
+    as_text: sa.ColumnElement[bool] = column.as_string() == value
+    if dialect != "sqlite":
+        return as_text
+    conditions = [as_text]
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if number is not None and math.isfinite(number):
+        conditions.append(column.as_float() == number)
+    if value in ("true", "false"):
+        path = '$."' + name.replace('"', '\\"') + '"'
+        conditions.append(sa.func.json_type(c.c.attributes, path) == value)
+    return sa.or_(*conditions)
 
 
 def get_company(conn: Connection, company_id: int, *, members_limit: int = 50) -> dict[str, Any]:

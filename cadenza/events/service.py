@@ -185,21 +185,21 @@ class EventService:
             # One ingesting writer at a time keeps identity resolution race-free (SQLite gets
             # the same from BEGIN IMMEDIATE).
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(4242001)"))
-        fresh = self._dedupe(conn, pending)
         registry = FieldRegistry.load(conn)
         company_fields = FieldRegistry.load(conn, "company")
-        valid: list[_Pending] = []
-        for item in fresh:
+        checked: list[_Pending] = []
+        for item in pending:
             try:
                 item.changes = self._profile_changes(item.message, registry, company_fields)
             except ValidationFailed as exc:
                 item.outcome = Rejection(item.message.index, exc.field, exc.reason,
                                          item.message.message_id)
                 continue
-            valid.append(item)
-        if not valid:
-            return
-        self._store_valid(conn, valid, received_at)
+            checked.append(item)
+        # Dedupe only what is valid: a rejected first copy must not shadow a valid second one.
+        valid = self._dedupe(conn, checked)
+        if valid:
+            self._store_valid(conn, valid, received_at)
 
     def _store_valid(self, conn: Connection, items: list[_Pending], received_at: int) -> None:
         # One resolution in message order, whatever the sources (group commit mixes them).

@@ -92,6 +92,10 @@ def revoke_key(conn: Connection, key_id: int, now_ms: int) -> ApiKey:
     return _row_to_key(conn.execute(sa.select(k).where(k.c.id == key_id)).mappings().one())
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 class KeyChecker:
     """Checks presented keys, trusting a positive answer for `ttl` seconds.
 
@@ -118,9 +122,10 @@ class KeyChecker:
         else:
             key = self._load(digest, now_ms)
         if key.kind not in kinds:
+            wanted = " or ".join(k.value for k in kinds)
             raise AuthError(
-                f"this is a {key.kind.value} key; this endpoint needs a "
-                f"{' or '.join(k.value for k in kinds)} key")
+                f"this is {_article(key.kind.value)} {key.kind.value} key; this endpoint needs "
+                f"{_article(wanted)} {wanted} key")
         return key
 
     def _load(self, digest: str, now_ms: int) -> ApiKey:

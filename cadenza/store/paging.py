@@ -24,7 +24,7 @@ def decode_cursor(cursor: str, parts: int) -> tuple[int, ...]:
         values = tuple(int(v) for v in base64.urlsafe_b64decode(padded).decode().split("."))
     except (ValueError, UnicodeDecodeError):
         values = ()
-    if len(values) != parts:
+    if len(values) != parts or any(not -(2**63) <= v < 2**63 for v in values):
         raise ValidationFailed("cursor", "is not a cursor this API returned; start again "
                                "without it")
     return values

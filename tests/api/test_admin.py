@@ -85,18 +85,7 @@ def test_search_by_attribute_and_company(api: Api, people: dict[str, int]) -> No
                              q="adam")) == [people["u-3"]]
 
 
-def known_bug(request: pytest.FixtureRequest, dialects: tuple[str, ...], reason: str) -> None:
-    """Mark the running test as an expected (strict) failure on these dialects."""
-    if request.getfixturevalue("dialect") in dialects:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
-
-def test_search_by_numeric_and_boolean_attributes(api: Api, people: dict[str, int],
-                                                  request: pytest.FixtureRequest) -> None:
-    known_bug(request, ("sqlite",), "contacts.queries.search_contacts compares "
-              "JSON_EXTRACT(attributes, '$.name') (a native number or 0/1 on SQLite) with the "
-              "text of the query value, so numbers and booleans never match on SQLite while "
-              "PostgreSQL's ->> text does match")
+def test_search_by_numeric_and_boolean_attributes(api: Api, people: dict[str, int]) -> None:
     # `attr=age:36` must find the contact whose age is the number 36 on every dialect, as it
     # finds the one whose age is the string "36".
     assert ids_of(api.get_ok("/contacts", attr="age:36")) == [people["u-2"], people["u-1"]]
@@ -301,9 +290,6 @@ def test_tampered_cursors(api: Api, store: Store) -> None:
 
 
 @pytest.mark.usefixtures("people")
-@pytest.mark.xfail(strict=True, reason="store.paging.decode_cursor accepts integers of any "
-                   "size: SQLite's driver then raises OverflowError (a 500) and PostgreSQL "
-                   "compares against a numeric and answers 200 as if the cursor were real")
 def test_tampered_cursor_with_out_of_range_numbers(api: Api) -> None:
     for cursor in (_cursor("99999999999999999999999.1"), _cursor("1.99999999999999999999999"),
                    _cursor("-99999999999999999999999.1")):

@@ -457,9 +457,6 @@ def test_duplicate_message_ids_across_requests(api: Api, store: Store) -> None:
     assert snapshot(store) == before
 
 
-@pytest.mark.xfail(strict=True, reason="events.service._store dedupes by messageId before it "
-                   "validates traits: when the first copy is rejected (bad email), the valid "
-                   "copy that follows is reported as a duplicate and nothing is stored")
 def test_valid_copy_of_a_rejected_message_is_not_a_duplicate(api: Api, store: Store) -> None:
     response = api.ok("batch", {"batch": [
         {"type": "identify", "userId": "x", "messageId": "same", "traits": {"email": "bad"}},
