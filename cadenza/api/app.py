@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,6 +16,7 @@ from cadenza.api.context import AppContext
 from cadenza.api.responses import JSON
 from cadenza.clock import Clock, SystemClock
 from cadenza.contacts import ContactService
+from cadenza.errors import CadenzaError
 from cadenza.events import BatchingWriter, EventService, IngestLimits
 from cadenza.governance import KeyChecker
 from cadenza.settings import Settings
@@ -37,6 +41,16 @@ def build_context(settings: Settings, store: Store | None = None,
     )
 
 
+async def _checkpoint_forever(store: Store, every: float = 1.0) -> None:
+    """Keep SQLite's write-ahead log short from a background thread, off the commit path."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await asyncio.to_thread(store.checkpoint)
+        except CadenzaError:
+            continue  # busy now; the next round will do it
+
+
 def create_app(settings: Settings, store: Store | None = None,
                clock: Clock | None = None) -> FastAPI:
     """The ASGI app."""
@@ -45,9 +59,16 @@ def create_app(settings: Settings, store: Store | None = None,
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await ctx.writer.start()
+        checkpointer = asyncio.create_task(_checkpoint_forever(ctx.store))
+        # Everything built so far lives as long as the process: keep the garbage collector
+        # from walking it again and again (shorter pauses on the request path).
+        gc.freeze()
         try:
             yield
         finally:
+            checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checkpointer
             await ctx.writer.stop()
 
     app = FastAPI(

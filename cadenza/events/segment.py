@@ -220,7 +220,7 @@ def _time(raw: dict[str, Any], name: str) -> int | None:
     raise _Bad(name, f"must be an ISO 8601 string, got {type(value).__name__}")
 
 
-def _nul_path(value: Any, path: str) -> str | None:
+def nul_path(value: Any, path: str) -> str | None:
     """Where the first NUL character is in `value` (PostgreSQL stores none, in text or jsonb)."""
     if isinstance(value, str):
         return path if "\x00" in value else None
@@ -228,12 +228,12 @@ def _nul_path(value: Any, path: str) -> str | None:
         for key, item in value.items():
             if "\x00" in key:
                 return path
-            found = _nul_path(item, f"{path}.{key}" if path else key)
+            found = nul_path(item, f"{path}.{key}" if path else key)
             if found is not None:
                 return found
     elif isinstance(value, list):
         for number, item in enumerate(value):
-            found = _nul_path(item, f"{path}[{number}]")
+            found = nul_path(item, f"{path}[{number}]")
             if found is not None:
                 return found
     return None
@@ -279,7 +279,7 @@ def parse(
         return Rejection(index, "type", f"is {raw.get('type')!r} but this endpoint takes "
                          f"{implied_type!r}", message_id)
     # orjson writes a NUL as the escape \u0000: without it in the bytes there is nothing to find.
-    nul = _nul_path(raw, "") if encoded is None or b"\\u0000" in encoded else None
+    nul = nul_path(raw, "") if encoded is None or b"\\u0000" in encoded else None
     if nul is not None:
         return Rejection(index, nul, "contains a NUL character (\\u0000), which cannot be "
                          "stored; remove it", message_id)

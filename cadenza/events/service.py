@@ -28,7 +28,7 @@ from cadenza.contacts import (
 )
 from cadenza.errors import ValidationFailed
 from cadenza.events.queries import get_import, list_events
-from cadenza.events.segment import Message, Rejection, parse
+from cadenza.events.segment import Message, Rejection, nul_path, parse
 from cadenza.store import Page, Store, dumps, insert_rows, schema, select_in
 
 _CHUNK = 400
@@ -120,6 +120,14 @@ class EventService:
         results = [IngestResult() for _ in requests]
         pending: list[_Pending] = []
         for number, request in enumerate(requests):
+            bad_context = nul_path(request.batch_context, "context") if request.batch_context \
+                else None
+            if bad_context is not None:
+                results[number].rejected.extend(
+                    Rejection(index, bad_context, "contains a NUL character (\\u0000), which "
+                              "cannot be stored; remove it")
+                    for index in range(len(request.messages)))
+                continue
             for index, raw in enumerate(request.messages):
                 parsed = parse(
                     raw,

@@ -110,6 +110,11 @@ class KeyChecker:
         self._cache: dict[str, tuple[float, ApiKey]] = {}
         self._lock = threading.Lock()
 
+    def is_cached(self, plaintext: str) -> bool:
+        """True when `check` can answer for this key without reading the store."""
+        cached = self._cache.get(hash_key(self.secret_key, plaintext)) if plaintext else None
+        return cached is not None and cached[0] > time.monotonic()
+
     def check(self, plaintext: str, kinds: tuple[KeyKind, ...], now_ms: int) -> ApiKey:
         """The key, if valid and of one of `kinds`; AuthError otherwise."""
         if not plaintext:

@@ -68,3 +68,13 @@ def test_mixed_sources_in_one_group_keep_message_order(events: EventService,
         sources = dict(conn.execute(sa.select(schema.events.c.message_id,
                                               schema.events.c.source)).all())
     assert sources == {"m1": "web", "m2": "app"}
+
+
+def test_nul_in_the_batch_context_rejects_its_messages(events: EventService,
+                                                      store: Store) -> None:
+    result = events.ingest([{"type": "track", "userId": "u1", "event": "E", "messageId": "m1"}],
+                           batch_context={"page": {"title": "a\x00b"}})
+    assert result.accepted == 0
+    assert result.rejected[0].field == "context.page.title"
+    with store.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.events)).scalar() == 0
