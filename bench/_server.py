@@ -41,13 +41,14 @@ def fresh_db(directory: Path) -> tuple[str, str, str]:
 
 
 @contextlib.contextmanager
-def serving(url: str, directory: Path) -> Iterator[str]:
+def serving(url: str, directory: Path, workers: int = 1) -> Iterator[str]:
     """Run `python -m cadenza serve` on a free port; yield its base URL."""
     port = free_port()
     env = {**os.environ, "CADENZA_DATABASE_URL": url, "CADENZA_SECRET_KEY": SECRET,
            "CADENZA_PORT": str(port), "CADENZA_LOG_LEVEL": "warning"}
     log = (directory / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "cadenza", "serve"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "cadenza", "serve", "--workers",
+                             str(workers)], env=env,
                             stdout=log, stderr=subprocess.STDOUT, cwd=directory)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -78,13 +78,14 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=400_000)
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1, help="server processes")
     args = parser.parse_args()
     bodies = make_bodies(args.events, args.batch)
     size = sum(len(b) for b in bodies) / len(bodies)
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         url, write, _admin = fresh_db(directory)
-        with serving(url, directory) as base:
+        with serving(url, directory, args.workers) as base:
             # Warm up (imports, first connections), not counted.
             asyncio.run(run(base, write, make_bodies(2_000, args.batch, seed=99), 2))
             elapsed, latencies = asyncio.run(run(base, write, bodies, args.concurrency))
@@ -92,6 +93,7 @@ def main() -> None:
     print(f"HTTP batch ingestion: {total:,} events in {elapsed:.1f}s = "
           f"{total / elapsed:,.0f} events/s sustained "
           f"(batch {args.batch} events, {size / 1024:.0f} KB; concurrency {args.concurrency}; "
+          f"{args.workers} server process(es); "
           f"request p50 {percentile(latencies, 50):.1f} ms, "
           f"p99 {percentile(latencies, 99):.1f} ms)")
 

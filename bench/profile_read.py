@@ -80,6 +80,13 @@ def build(path: Path, contacts: int, events: int, seed: int = 3) -> None:
     db.close()
 
 
+def settle(path: Path) -> None:
+    """Fold the write-ahead log into the database, as a running server's checkpointer does."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=10_000_000)
@@ -90,6 +97,7 @@ def main() -> None:
     args.db.parent.mkdir(parents=True, exist_ok=True)
     if not args.db.exists():
         build(args.db, args.contacts, args.events)
+    settle(args.db)
     url = f"sqlite:///{args.db.resolve()}"
     store = Store.create(url)
     service = ContactService(store, SystemClock())

@@ -95,3 +95,8 @@ def create_app(settings: Settings, store: Store | None = None,
         return {"status": "ok", "version": __version__, "store": ctx.store.dialect}
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app built from `Settings.load()` (for uvicorn's worker processes)."""
+    return create_app(Settings.load())

@@ -33,11 +33,13 @@ app.add_typer(data.suppressions, name="suppressions")
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (CADENZA_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (CADENZA_PORT).")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes; more than one "
+                                         "uses more cores for parsing and HTTP.")] = 1,
 ) -> None:
     """Run the API server (migrates the database first)."""
     settings = load_settings()
     ops.migrate(settings)
-    ops.run_server(settings, host or settings.host, port or settings.port)
+    ops.run_server(settings, host or settings.host, port or settings.port, workers)
 
 
 @app.command()

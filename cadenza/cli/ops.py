@@ -27,14 +27,21 @@ def migrate(settings: Settings) -> None:
     migrations.upgrade(settings.database_url)
 
 
-def run_server(settings: Settings, host: str, port: int) -> None:
-    """Serve the API with uvicorn until interrupted."""
+def run_server(settings: Settings, host: str, port: int, workers: int = 1) -> None:
+    """Serve the API with uvicorn until interrupted (`workers` processes share the port)."""
     import uvicorn
 
     from cadenza.api import create_app
 
-    console.print(f"Serving on [bold cyan]http://{host}:{port}[/] (docs at /docs). "
+    console.print(f"Serving on [bold cyan]http://{host}:{port}[/] (docs at /docs)"
+                  f"{f' with {workers} worker processes' if workers > 1 else ''}. "
                   "Ctrl+C stops.")
+    if workers > 1:
+        # Worker processes build their own app from the same environment.
+        uvicorn.run("cadenza.api.app:app_from_environment", factory=True, host=host,
+                    port=port, workers=workers, log_level=settings.log_level,
+                    access_log=False)
+        return
     uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level,
                 access_log=False)
 
