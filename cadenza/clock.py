@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Protocol
 
@@ -39,3 +40,14 @@ class FakeClock:
     def set(self, ms: int) -> None:
         """Jump to `ms`."""
         self._now = ms
+
+
+def iso_to_ms(text: str) -> int | None:
+    """UTC epoch milliseconds of an ISO 8601 time (no zone means UTC); None if it is not one."""
+    try:
+        parsed = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return int(parsed.timestamp() * 1000)

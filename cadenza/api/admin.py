@@ -5,7 +5,6 @@ Every route is parse, call a service, render. Admin keys go in `Authorization: B
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
@@ -14,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cadenza.api.auth import AdminKey, Ctx
 from cadenza.api.responses import JSON
+from cadenza.clock import iso_to_ms
 from cadenza.contacts import FieldSpec
 from cadenza.errors import ValidationFailed
 from cadenza.governance import create_key, list_keys, revoke_key
@@ -34,14 +34,11 @@ def parse_time(value: str | None, field: str) -> int | None:
     text = value.strip()
     if _MS.fullmatch(text):
         return int(text)
-    try:
-        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+    ms = iso_to_ms(text)
+    if ms is None:
         raise ValidationFailed(field, f"{value[:40]!r} is neither ISO 8601 "
-                               "(2026-05-01T09:00:00Z) nor epoch milliseconds") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return int(parsed.timestamp() * 1000)
+                               "(2026-05-01T09:00:00Z) nor epoch milliseconds")
+    return ms
 
 
 Limit = Annotated[int, Query(ge=1, le=500)]

@@ -4,7 +4,6 @@ client at Cadenza's URL and it sends here unchanged)."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import zlib
 from typing import Any
 
@@ -13,6 +12,7 @@ from fastapi import APIRouter, Request
 
 from cadenza.api.auth import Ctx, presented_key
 from cadenza.api.responses import JSON
+from cadenza.clock import iso_to_ms
 from cadenza.errors import PayloadTooLarge, ValidationFailed
 from cadenza.events import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, IngestRequest
 from cadenza.events.segment import MODELS, BatchRequest
@@ -71,15 +71,9 @@ def _parse_json(body: bytes) -> Any:
 def _sent_at(value: Any) -> int | None:
     if value is None:
         return None
-    if isinstance(value, str):
-        try:
-            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            parsed = None
-        if parsed is not None:
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=dt.UTC)
-            return int(parsed.timestamp() * 1000)
+    ms = iso_to_ms(value) if isinstance(value, str) else None
+    if ms is not None:
+        return ms
     raise ValidationFailed("sentAt", f"{value!r} is not an ISO 8601 time")
 
 

@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cadenza.clock import iso_to_ms
+
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
 MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
@@ -206,14 +208,11 @@ def _time(raw: dict[str, Any], name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, str):
-        try:
-            parsed = dt.datetime.fromisoformat(value)
-        except ValueError:
+        ms = iso_to_ms(value)
+        if ms is None:
             raise _Bad(name, f"{value[:40]!r} is not an ISO 8601 time such as "
-                       "2026-05-01T09:30:00.000Z") from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=dt.UTC)
-        return int(parsed.timestamp() * 1000)
+                       "2026-05-01T09:30:00.000Z")
+        return ms
     if isinstance(value, int | float) and not isinstance(value, bool):
         # Like pydantic: numbers above 2e10 are milliseconds, below are seconds.
         return int(value if abs(value) > 2e10 else value * 1000)
