@@ -7,7 +7,8 @@
     │   └── FieldTypeMismatch         input.type_mismatch
     ├── NotFound                      not_found            (kind, key)
     ├── Conflict                      conflict
-    │   └── MergeRefused              identity.merge_refused
+    │   ├── MergeRefused              identity.merge_refused
+    │   └── IntegrityViolation        store.integrity
     ├── AuthError                     auth.invalid
     │   └── KeyRevoked                auth.revoked
     ├── Forbidden                     auth.forbidden
@@ -115,6 +116,12 @@ class MergeRefused(Conflict):
 
     def context(self) -> dict[str, object]:
         return {"contacts": [self.winner, self.loser], "reason": self.reason}
+
+
+class IntegrityViolation(Conflict):
+    """A write broke a database constraint (a unique key, a foreign key); nothing was written."""
+
+    code = "store.integrity"
 
 
 class AuthError(CadenzaError):

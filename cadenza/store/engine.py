@@ -13,9 +13,9 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from cadenza.errors import StoreBusy, StoreError
+from cadenza.errors import IntegrityViolation, StoreBusy, StoreError
 
 T = TypeVar("T")
 
@@ -78,6 +78,10 @@ class Store:
                 yield conn
         except OperationalError as exc:
             raise _translate(exc) from exc
+        except IntegrityError as exc:
+            raise IntegrityViolation(
+                f"the change breaks a database constraint and was not written: {exc.orig}"
+            ) from exc
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

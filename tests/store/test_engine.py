@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from cadenza.errors import StoreBusy, StoreError
+from cadenza.errors import IntegrityViolation, StoreBusy, StoreError
 from cadenza.store import Store, schema
 
 sqlite_only = pytest.mark.parametrize("dialect", ["sqlite"], indirect=True)
@@ -86,7 +86,7 @@ def test_sqlite_read_does_not_block_writers(store: Store, store_url: str) -> Non
 
 
 def test_foreign_key_violation_is_refused(store: Store) -> None:
-    with pytest.raises(sa.exc.IntegrityError), store.begin() as conn:
+    with pytest.raises(IntegrityViolation), store.begin() as conn:
         conn.execute(
             sa.insert(schema.identities).values(
                 kind="email", value="ghost@example.com", contact_id=424242, source="api",
@@ -171,7 +171,7 @@ def test_retry_does_not_retry_an_integrity_error(store: Store) -> None:
             )
         )
 
-    with pytest.raises(sa.exc.IntegrityError):
+    with pytest.raises(IntegrityViolation):
         store.retry(work)
     assert len(calls) == 1
 
