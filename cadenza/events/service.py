@@ -120,33 +120,11 @@ class EventService:
         results = [IngestResult() for _ in requests]
         pending: list[_Pending] = []
         for number, request in enumerate(requests):
-            bad_context = nul_path(request.batch_context, "context") if request.batch_context \
-                else None
-            if bad_context is not None:
-                results[number].rejected.extend(
-                    Rejection(index, bad_context, "contains a NUL character (\\u0000), which "
-                              "cannot be stored; remove it")
-                    for index in range(len(request.messages)))
-                continue
-            for index, raw in enumerate(request.messages):
-                parsed = parse(
-                    raw,
-                    index,
-                    received_at=received_at,
-                    implied_type=request.implied_type,
-                    batch_sent_at=request.batch_sent_at,
-                    batch_context=request.batch_context,
-                    encoded_size=request.sizes[index] if request.sizes is not None else None,
-                )
-                if isinstance(parsed, Message):
-                    parsed_or_problem: Message | Rejection = (
-                        self._check_time(parsed, received_at) or parsed)
+            for checked in self._parse_request(request, received_at):
+                if isinstance(checked, Rejection):
+                    results[number].rejected.append(checked)
                 else:
-                    parsed_or_problem = parsed
-                if isinstance(parsed_or_problem, Rejection):
-                    results[number].rejected.append(parsed_or_problem)
-                else:
-                    pending.append(_Pending(number, parsed_or_problem, request.source))
+                    pending.append(_Pending(number, checked, request.source))
         if pending:
             self.store.retry(lambda conn: self._store(conn, pending, received_at))
         for item in pending:
@@ -161,6 +139,32 @@ class EventService:
         for result in results:
             result.rejected.sort(key=lambda r: r.index)
         return results
+
+    def _parse_request(self, request: IngestRequest, received_at: int
+                       ) -> list[Message | Rejection]:
+        """Each message of a request, validated and skew-corrected, or why it was rejected."""
+        if request.batch_context:
+            bad_context = nul_path(request.batch_context, "context")
+            if bad_context is not None:
+                return [Rejection(index, bad_context, "contains a NUL character (\\u0000), "
+                                  "which cannot be stored; remove it")
+                        for index in range(len(request.messages))]
+        checked: list[Message | Rejection] = []
+        for index, raw in enumerate(request.messages):
+            parsed = parse(
+                raw,
+                index,
+                received_at=received_at,
+                implied_type=request.implied_type,
+                batch_sent_at=request.batch_sent_at,
+                batch_context=request.batch_context,
+                encoded_size=request.sizes[index] if request.sizes is not None else None,
+            )
+            if isinstance(parsed, Message):
+                checked.append(self._check_time(parsed, received_at) or parsed)
+            else:
+                checked.append(parsed)
+        return checked
 
     def find(self, **filters: Any) -> Page:
         """Events by contact, name, type and time (see `queries.list_events`)."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -56,6 +57,9 @@ def pydantic_accepts(raw: dict[str, Any]) -> bool:
 @settings(max_examples=400, deadline=None)
 @given(messages())
 def test_fast_parser_agrees_with_documented_models(raw: dict[str, Any]) -> None:
+    # NUL characters are refused on purpose (PostgreSQL cannot store them); the models do not
+    # say so, which is the one deliberate difference.
+    assume("\\u0000" not in orjson.dumps(raw).decode())
     parsed = parse(raw, 0, received_at=NOW)
     assert isinstance(parsed, Message) == pydantic_accepts(raw), parsed
 
