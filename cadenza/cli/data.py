@@ -106,10 +106,28 @@ def contacts_show(
     if profile["consent"]:
         console.print("[bold]Consent[/]: " + ", ".join(
             f"{c['channel']}/{c['purpose']}={c['status']}" for c in profile["consent"]))
+    for merge in profile["merges"]:
+        console.print("[bold]Merge[/]: " + _explain_merge(merge, profile["id"]))
     table = Table("when (UTC)", "type", "name", "source", title="Recent events")
     for event in profile["timeline"]["items"]:
         table.add_row(_when(event["timestamp"]), event["type"], event["name"], event["source"])
     console.print(table)
+
+
+def _explain_merge(merge: dict[str, Any], contact_id: int) -> str:
+    """One sentence saying which contacts were joined (or kept apart), when and why."""
+    link = (f" (linked by {merge['identity_kind']} {merge['identity_value']})"
+            if merge["identity_kind"] else "")
+    cause = f"{merge['reason']} message {merge['message_id']}" if merge["message_id"] \
+        else merge["reason"]
+    when = _when(merge["at"])
+    if merge["outcome"] == "merged":
+        return (f"contact #{merge['loser_id']}{link} was merged into #{merge['winner_id']} "
+                f"by {cause} at {when}")
+    other = merge["loser_id"] if merge["winner_id"] == contact_id else merge["winner_id"]
+    detail = (merge["details"] or {}).get("detail", "")
+    return (f"kept apart from contact #{other}{link} by {cause} at {when}"
+            f"{': ' + detail if detail else ''}")
 
 
 def _find_contact(service: ContactService, text: str) -> int:

@@ -102,3 +102,25 @@ def test_db_upgrade_on_an_empty_database(tmp_path: Path, monkeypatch: pytest.Mon
     assert "empty" in run("db", "current")
     assert "Database at 0001" in run("db", "upgrade")
     assert "0001" in run("db", "current")
+
+
+def test_show_explains_merges(env: dict[str, str], store_url: str) -> None:
+    from cadenza.clock import SystemClock
+    from cadenza.events import EventService
+    from cadenza.store import Store
+
+    store = Store.create(store_url)
+    events = EventService(store, SystemClock())
+    events.ingest([{"type": "track", "anonymousId": "visitor-1", "event": "Viewed",
+                    "messageId": "m1"}])
+    events.ingest([{"type": "identify", "userId": "u-1", "messageId": "m2"}])
+    events.ingest([{"type": "alias", "previousId": "visitor-1", "userId": "u-1",
+                    "messageId": "m3"}])
+    events.ingest([{"type": "identify", "userId": "u-2", "anonymousId": "visitor-1",
+                    "messageId": "m4"}])
+    store.dispose()
+    shown = " ".join(run("contacts", "show", "u-1").split())  # undo the console's wrapping
+    assert "was merged into" in shown
+    assert "anonymous_id visitor-1" in shown
+    assert "alias message m3" in shown
+    assert "kept apart from contact" in shown
