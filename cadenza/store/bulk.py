@@ -98,10 +98,19 @@ def select_in(
     """
     mark = "%s" if conn.dialect.name == "postgresql" else "?"
     rows: list[tuple[Any, ...]] = []
-    for start in range(0, len(values), chunk):
-        part = list(values[start : start + chunk])
-        text = sql.format(p=mark, marks=", ".join([mark] * len(part)))
-        rows.extend(tuple(r) for r in conn.exec_driver_sql(text, (*before, *part)))
+    if not values:
+        return rows
+    # The driver's own cursor, in the same transaction: SQLAlchemy's result would fetch and
+    # wrap the rows one by one.
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        for start in range(0, len(values), chunk):
+            part = list(values[start : start + chunk])
+            text = sql.format(p=mark, marks=", ".join([mark] * len(part)))
+            cursor.execute(text, (*before, *part))
+            rows.extend(cursor.fetchall())
+    finally:
+        cursor.close()
     return rows
 
 
