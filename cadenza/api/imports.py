@@ -37,7 +37,7 @@ async def upload(
     import report (counts and the rows that failed, by line, column and reason). Safe to
     repeat: importing the same file again changes nothing.
     """
-    from cadenza.events.csv_import import import_contacts
+    from cadenza.events import import_contacts
 
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL) as spool:
         size = 0

@@ -14,8 +14,7 @@ from cadenza.api.auth import Ctx, presented_key
 from cadenza.api.responses import JSON
 from cadenza.clock import iso_to_ms
 from cadenza.errors import PayloadTooLarge, ValidationFailed
-from cadenza.events import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, IngestRequest
-from cadenza.events.segment import MODELS, BatchRequest
+from cadenza.events import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, MODELS, BatchRequest, IngestRequest
 from cadenza.governance import KeyKind
 
 router = APIRouter(prefix="/v1", tags=["ingestion (Segment HTTP Tracking API)"])

@@ -46,7 +46,7 @@ def contacts_import(
         "pending; only when the people have consented again.")] = False,
 ) -> None:
     """Import contacts (and consent columns) from a CSV file; safe to run twice."""
-    from cadenza.events.csv_import import import_contacts
+    from cadenza.events import import_contacts
 
     settings = load_settings()
     store = open_store(settings)

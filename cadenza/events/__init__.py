@@ -2,7 +2,14 @@
 
 from cadenza.events.csv_import import DuplicateRow, ImportReport, RowError, import_contacts
 from cadenza.events.queries import list_events
-from cadenza.events.segment import MAX_BATCH_BYTES, MAX_MESSAGE_BYTES, MESSAGE_TYPES, Rejection
+from cadenza.events.segment import (
+    MAX_BATCH_BYTES,
+    MAX_MESSAGE_BYTES,
+    MESSAGE_TYPES,
+    MODELS,
+    BatchRequest,
+    Rejection,
+)
 from cadenza.events.service import EventService, IngestLimits, IngestRequest, IngestResult
 from cadenza.events.writer import BatchingWriter
 
@@ -10,6 +17,8 @@ __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_MESSAGE_BYTES",
     "MESSAGE_TYPES",
+    "MODELS",
+    "BatchRequest",
     "BatchingWriter",
     "DuplicateRow",
     "EventService",
