@@ -56,6 +56,8 @@ def demo(
     from cadenza.demo import generate_demo
 
     settings = load_settings()
+    if serve_after:
+        ops.check_port_free(settings.host, settings.port)  # before minutes of work, not after
     ops.migrate(settings)
     store = open_store(settings)
     clock = SystemClock()

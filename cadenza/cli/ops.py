@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -12,6 +13,7 @@ from rich.table import Table
 
 from cadenza.cli.common import console, load_settings, open_store, print_json
 from cadenza.clock import Clock, SystemClock
+from cadenza.errors import ConfigError
 from cadenza.governance import KeyKind, create_key, list_keys, revoke_key
 from cadenza.settings import Settings
 from cadenza.store import Store
@@ -33,6 +35,7 @@ def run_server(settings: Settings, host: str, port: int, workers: int = 1) -> No
 
     from cadenza.api import create_app
 
+    check_port_free(host, port)
     console.print(f"Serving on [bold cyan]http://{host}:{port}[/] (docs at /docs)"
                   f"{f' with {workers} worker processes' if workers > 1 else ''}. "
                   "Ctrl+C stops.")
@@ -44,6 +47,18 @@ def run_server(settings: Settings, host: str, port: int, workers: int = 1) -> No
         return
     uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level,
                 access_log=False)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail with a helpful message, before any work, when the address is taken."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError("CADENZA_PORT", f"cannot listen on {host}:{port} ({exc.strerror});"
+                              f" stop what uses it or choose another port, e.g. "
+                              f"CADENZA_PORT={port + 1}") from None
 
 
 @contextmanager

@@ -124,3 +124,18 @@ def test_show_explains_merges(env: dict[str, str], store_url: str) -> None:
     assert "anonymous_id visitor-1" in shown
     assert "alias message m3" in shown
     assert "kept apart from contact" in shown
+
+
+def test_serve_on_a_taken_port_says_so(env: dict[str, str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "cadenza", "serve", "--port", str(port)],
+                                env=env, capture_output=True, text=True, timeout=60,
+                                check=False)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert f"CADENZA_PORT={port + 1}" in result.stderr
