@@ -218,3 +218,216 @@ import_errors = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Index("ix_import_errors_import_id", "import_id"),
 )
+
+# --- journeys: the spec (versions) and the run (enrollments) ---------------------------------
+
+journeys = sa.Table(
+    "journeys",
+    metadata,
+    _id(),
+    sa.Column("key", sa.String(128), nullable=False, unique=True, doc="the journey's slug"),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False,
+              doc="draft (never published), live, paused, archived"),
+    sa.Column("live_version_id", Id, nullable=True, doc="the version new entries go to"),
+    sa.Column("shadow_version_id", Id, nullable=True, doc="a version running in shadow"),
+    sa.Column("created_at", Ms, nullable=False),
+    sa.Column("updated_at", Ms, nullable=False),
+)
+
+journey_versions = sa.Table(
+    "journey_versions",
+    metadata,
+    _id(),
+    sa.Column("journey_id", Id, sa.ForeignKey("journeys.id"), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, doc="draft or published (immutable)"),
+    sa.Column("definition", JSON, nullable=False, doc="the journey file, as JSON"),
+    sa.Column("content_hash", sa.String(64), nullable=True,
+              doc="sha256 of the canonical definition, set on publish"),
+    sa.Column("created_at", Ms, nullable=False),
+    sa.Column("published_at", Ms, nullable=True),
+    sa.UniqueConstraint("journey_id", "number"),
+)
+
+enrollments = sa.Table(
+    "enrollments",
+    metadata,
+    _id(),
+    sa.Column("journey_id", Id, sa.ForeignKey("journeys.id"), nullable=False),
+    sa.Column("version_id", Id, sa.ForeignKey("journey_versions.id"), nullable=False),
+    sa.Column("contact_id", Id, sa.ForeignKey("contacts.id"), nullable=False),
+    sa.Column("part", sa.Integer, nullable=False, doc="contact partition, leased by workers"),
+    sa.Column("shadow", sa.Boolean, nullable=False, default=False),
+    sa.Column("node", sa.String(128), nullable=False, doc="the step the contact is at"),
+    sa.Column("status", sa.String(16), nullable=False,
+              doc="waiting (at a wait step or due to run), completed, exited, failed"),
+    sa.Column("wake_at", Ms, nullable=True, doc="when the step is due; null waits for an event"),
+    sa.Column("wait_event", sa.String(256), nullable=True, doc="event name a wait_for expects"),
+    sa.Column("wait_key", sa.String(512), nullable=True,
+              doc="the entry event's key value a keyed wait_for expects"),
+    sa.Column("seq", sa.Integer, nullable=False, default=0,
+              doc="steps run so far; part of every idempotency key and the optimistic check"),
+    sa.Column("context", JSON, nullable=False, default=dict,
+              doc="entry event or API payload, split variants"),
+    sa.Column("active_slot", sa.Integer, nullable=True,
+              doc="0 while active when only one active enrollment is allowed; null otherwise"),
+    sa.Column("entry_key", sa.String(256), nullable=True,
+              doc="what caused the entry (an event id, a date occurrence): enters once"),
+    sa.Column("entered_at", Ms, nullable=False),
+    sa.Column("updated_at", Ms, nullable=False),
+    sa.Column("ended_at", Ms, nullable=True),
+    sa.Column("outcome", sa.String(32), nullable=True, doc="completed, exited:<goal>, failed"),
+    sa.UniqueConstraint("journey_id", "shadow", "contact_id", "active_slot"),
+    sa.UniqueConstraint("journey_id", "shadow", "contact_id", "entry_key"),
+    sa.Index("ix_enrollments_contact_id", "contact_id"),
+    # The timer index: only rows that are due to run at some time.
+    sa.Index("ix_enrollments_due", "wake_at",
+             sqlite_where=sa.text("status = 'waiting' AND wake_at IS NOT NULL"),
+             postgresql_where=sa.text("status = 'waiting' AND wake_at IS NOT NULL")),
+)
+
+journey_history = sa.Table(
+    "journey_history",
+    metadata,
+    _id(),
+    sa.Column("enrollment_id", Id, sa.ForeignKey("enrollments.id"), nullable=False),
+    sa.Column("contact_id", Id, sa.ForeignKey("contacts.id"), nullable=False),
+    sa.Column("version_id", Id, sa.ForeignKey("journey_versions.id"), nullable=False),
+    sa.Column("at", Ms, nullable=False),
+    sa.Column("cause", sa.String(32), nullable=False,
+              doc="entry, timer, event, timeout, goal, migrate, api"),
+    sa.Column("steps", JSON, nullable=False,
+              doc="[[node, outcome, details], ...] run in this pass, in order"),
+    sa.Index("ix_journey_history_enrollment_id", "enrollment_id"),
+)
+
+journey_step_stats = sa.Table(
+    "journey_step_stats",
+    metadata,
+    sa.Column("version_id", Id, sa.ForeignKey("journey_versions.id"), primary_key=True),
+    sa.Column("shadow", sa.Boolean, primary_key=True),
+    sa.Column("node", sa.String(128), primary_key=True),
+    sa.Column("entered", sa.BigInteger, nullable=False, default=0),
+    sa.Column("departed", sa.BigInteger, nullable=False, default=0),
+)
+
+journey_edge_stats = sa.Table(
+    "journey_edge_stats",
+    metadata,
+    sa.Column("version_id", Id, sa.ForeignKey("journey_versions.id"), primary_key=True),
+    sa.Column("shadow", sa.Boolean, primary_key=True),
+    sa.Column("source", sa.String(128), primary_key=True),
+    sa.Column("target", sa.String(128), primary_key=True, doc="a step, or '$end'/'$exit'"),
+    sa.Column("count", sa.BigInteger, nullable=False, default=0),
+)
+
+conversions = sa.Table(
+    "conversions",
+    metadata,
+    _id(),
+    sa.Column("enrollment_id", Id, sa.ForeignKey("enrollments.id"), nullable=False),
+    sa.Column("journey_id", Id, sa.ForeignKey("journeys.id"), nullable=False),
+    sa.Column("version_id", Id, sa.ForeignKey("journey_versions.id"), nullable=False),
+    sa.Column("contact_id", Id, sa.ForeignKey("contacts.id"), nullable=False),
+    sa.Column("shadow", sa.Boolean, nullable=False, default=False),
+    sa.Column("goal", sa.String(128), nullable=False),
+    sa.Column("event_id", Id, nullable=True),
+    sa.Column("at", Ms, nullable=False),
+    sa.UniqueConstraint("enrollment_id", "goal"),
+    sa.Index("ix_conversions_journey_id_at", "journey_id", "at"),
+)
+
+contact_tags = sa.Table(
+    "contact_tags",
+    metadata,
+    sa.Column("contact_id", Id, sa.ForeignKey("contacts.id"), primary_key=True),
+    sa.Column("tag", sa.String(128), primary_key=True),
+    sa.Column("created_at", Ms, nullable=False),
+    sa.Index("ix_contact_tags_tag", "tag"),
+)
+
+# --- side effects: the outbox and what it delivers to ----------------------------------------
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    _id(),
+    sa.Column("idempotency_key", sa.String(200), nullable=False, unique=True),
+    sa.Column("contact_id", Id, sa.ForeignKey("contacts.id"), nullable=False),
+    sa.Column("enrollment_id", Id, nullable=True),
+    sa.Column("journey_id", Id, nullable=True),
+    sa.Column("version_id", Id, nullable=True),
+    sa.Column("node", sa.String(128), nullable=True),
+    sa.Column("part", sa.Integer, nullable=False),
+    sa.Column("shadow", sa.Boolean, nullable=False, default=False),
+    sa.Column("channel", sa.String(32), nullable=False),
+    sa.Column("template", sa.String(128), nullable=True),
+    sa.Column("payload", JSON, nullable=False, default=dict,
+              doc="step parameters and the entry context the message may use"),
+    sa.Column("status", sa.String(16), nullable=False,
+              doc="pending, sending, sent, shadowed, dead, cancelled"),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", Ms, nullable=False),
+    sa.Column("claimed_until", Ms, nullable=True, doc="a sending row's claim expires then"),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("provider_ref", sa.String(256), nullable=True, doc="the provider's message id"),
+    sa.Column("rendered", JSON, nullable=True, doc="what was (or in shadow, would be) sent"),
+    sa.Column("created_at", Ms, nullable=False),
+    sa.Column("sent_at", Ms, nullable=True),
+    sa.Index("ix_outbox_contact_id", "contact_id"),
+    sa.Index("ix_outbox_ready", "next_attempt_at",
+             sqlite_where=sa.text("status IN ('pending', 'sending')"),
+             postgresql_where=sa.text("status IN ('pending', 'sending')")),
+    sa.Index("ix_outbox_dead", "status", sqlite_where=sa.text("status = 'dead'"),
+             postgresql_where=sa.text("status = 'dead'")),
+)
+
+templates = sa.Table(
+    "templates",
+    metadata,
+    _id(),
+    sa.Column("key", sa.String(128), nullable=False, unique=True),
+    sa.Column("channel", sa.String(32), nullable=False),
+    sa.Column("subject", sa.Text, nullable=False, default=""),
+    sa.Column("body", sa.Text, nullable=False, doc="Jinja2 source, rendered in the sandbox"),
+    sa.Column("created_at", Ms, nullable=False),
+    sa.Column("updated_at", Ms, nullable=False),
+)
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    _id(),
+    sa.Column("idempotency_key", sa.String(200), nullable=False, unique=True),
+    sa.Column("contact_id", Id, sa.ForeignKey("contacts.id"), nullable=False),
+    sa.Column("journey_id", Id, nullable=True),
+    sa.Column("title", sa.String(512), nullable=False),
+    sa.Column("queue", sa.String(128), nullable=False, default="default"),
+    sa.Column("status", sa.String(16), nullable=False, doc="open, done"),
+    sa.Column("details", JSON, nullable=False, default=dict),
+    sa.Column("due_at", Ms, nullable=True),
+    sa.Column("created_at", Ms, nullable=False),
+    sa.Column("done_at", Ms, nullable=True),
+    sa.Index("ix_tasks_queue_status", "queue", "status"),
+)
+
+# --- workers: partition leases and event cursors ---------------------------------------------
+
+engine_leases = sa.Table(
+    "engine_leases",
+    metadata,
+    sa.Column("part", sa.Integer, primary_key=True),
+    sa.Column("owner", sa.String(128), nullable=True),
+    sa.Column("token", sa.BigInteger, nullable=False, default=0,
+              doc="fencing token: raised on every takeover, checked at every commit"),
+    sa.Column("expires_at", Ms, nullable=False, default=0),
+)
+
+engine_cursors = sa.Table(
+    "engine_cursors",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True, doc="events:<part>"),
+    sa.Column("position", sa.BigInteger, nullable=False, doc="last event id processed"),
+    sa.Column("updated_at", Ms, nullable=False),
+)
