@@ -261,7 +261,8 @@ enrollments = sa.Table(
     sa.Column("shadow", sa.Boolean, nullable=False, default=False),
     sa.Column("node", sa.String(128), nullable=False, doc="the step the contact is at"),
     sa.Column("status", sa.String(16), nullable=False,
-              doc="waiting (at a wait step or due to run), completed, exited, failed"),
+              doc="ready (run `node` when due), waiting (in wait step `node`: resume when due or "
+                  "on its event), completed, exited, failed"),
     sa.Column("wake_at", Ms, nullable=True, doc="when the step is due; null waits for an event"),
     sa.Column("wait_event", sa.String(256), nullable=True, doc="event name a wait_for expects"),
     sa.Column("wait_key", sa.String(512), nullable=True,
@@ -283,8 +284,8 @@ enrollments = sa.Table(
     sa.Index("ix_enrollments_contact_id", "contact_id"),
     # The timer index: only rows that are due to run at some time.
     sa.Index("ix_enrollments_due", "wake_at",
-             sqlite_where=sa.text("status = 'waiting' AND wake_at IS NOT NULL"),
-             postgresql_where=sa.text("status = 'waiting' AND wake_at IS NOT NULL")),
+             sqlite_where=sa.text("status IN ('ready', 'waiting') AND wake_at IS NOT NULL"),
+             postgresql_where=sa.text("status IN ('ready', 'waiting') AND wake_at IS NOT NULL")),
 )
 
 journey_history = sa.Table(

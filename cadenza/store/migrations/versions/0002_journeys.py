@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-24 20:39:57.147876
+Create Date: 2026-11-24
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('enrollments', schema=None) as batch_op:
         batch_op.create_index('ix_enrollments_contact_id', ['contact_id'], unique=False)
-        batch_op.create_index('ix_enrollments_due', ['wake_at'], unique=False, sqlite_where=sa.text("status = 'waiting' AND wake_at IS NOT NULL"), postgresql_where=sa.text("status = 'waiting' AND wake_at IS NOT NULL"))
+        batch_op.create_index('ix_enrollments_due', ['wake_at'], unique=False, sqlite_where=sa.text("status IN ('ready', 'waiting') AND wake_at IS NOT NULL"), postgresql_where=sa.text("status IN ('ready', 'waiting') AND wake_at IS NOT NULL"))
 
     op.create_table('journey_edge_stats',
     sa.Column('version_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -229,7 +229,7 @@ def downgrade() -> None:
     op.drop_table('journey_step_stats')
     op.drop_table('journey_edge_stats')
     with op.batch_alter_table('enrollments', schema=None) as batch_op:
-        batch_op.drop_index('ix_enrollments_due', sqlite_where=sa.text("status = 'waiting' AND wake_at IS NOT NULL"), postgresql_where=sa.text("status = 'waiting' AND wake_at IS NOT NULL"))
+        batch_op.drop_index('ix_enrollments_due', sqlite_where=sa.text("status IN ('ready', 'waiting') AND wake_at IS NOT NULL"), postgresql_where=sa.text("status IN ('ready', 'waiting') AND wake_at IS NOT NULL"))
         batch_op.drop_index('ix_enrollments_contact_id')
 
     op.drop_table('enrollments')
