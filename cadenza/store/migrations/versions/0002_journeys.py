@@ -32,6 +32,17 @@ def upgrade() -> None:
     sa.Column('expires_at', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('part', name=op.f('pk_engine_leases'))
     )
+    op.create_table('journey_history',
+    sa.Column('enrollment_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('seq', sa.Integer(), nullable=False),
+    sa.Column('contact_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('version_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('at', sa.BigInteger(), nullable=False),
+    sa.Column('cause', sa.String(length=32), nullable=False),
+    sa.Column('steps', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.PrimaryKeyConstraint('enrollment_id', 'seq', name=op.f('pk_journey_history')),
+    sqlite_with_rowid=False
+    )
     op.create_table('journeys',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('key', sa.String(length=128), nullable=False),
@@ -44,6 +55,36 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_journeys')),
     sa.UniqueConstraint('key', name=op.f('uq_journeys_key'))
     )
+    op.create_table('outbox',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('idempotency_key', sa.String(length=200), nullable=False),
+    sa.Column('contact_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('enrollment_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('journey_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('version_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('node', sa.String(length=128), nullable=True),
+    sa.Column('part', sa.Integer(), nullable=False),
+    sa.Column('shadow', sa.Boolean(), nullable=False),
+    sa.Column('channel', sa.String(length=32), nullable=False),
+    sa.Column('template', sa.String(length=128), nullable=True),
+    sa.Column('payload', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', sa.BigInteger(), nullable=False),
+    sa.Column('claimed_until', sa.BigInteger(), nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('provider_ref', sa.String(length=256), nullable=True),
+    sa.Column('rendered', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
+    sa.Column('created_at', sa.BigInteger(), nullable=False),
+    sa.Column('sent_at', sa.BigInteger(), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox')),
+    sa.UniqueConstraint('idempotency_key', name=op.f('uq_outbox_idempotency_key'))
+    )
+    with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.create_index('ix_outbox_contact_id', ['contact_id'], unique=False)
+        batch_op.create_index('ix_outbox_dead', ['status'], unique=False, sqlite_where=sa.text("status = 'dead'"), postgresql_where=sa.text("status = 'dead'"))
+        batch_op.create_index('ix_outbox_ready', ['next_attempt_at'], unique=False, sqlite_where=sa.text("status IN ('pending', 'sending')"), postgresql_where=sa.text("status IN ('pending', 'sending')"))
+
     op.create_table('templates',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('key', sa.String(length=128), nullable=False),
@@ -78,37 +119,6 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_journey_versions')),
     sa.UniqueConstraint('journey_id', 'number', name=op.f('uq_journey_versions_journey_id_number'))
     )
-    op.create_table('outbox',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
-    sa.Column('idempotency_key', sa.String(length=200), nullable=False),
-    sa.Column('contact_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('enrollment_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
-    sa.Column('journey_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
-    sa.Column('version_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
-    sa.Column('node', sa.String(length=128), nullable=True),
-    sa.Column('part', sa.Integer(), nullable=False),
-    sa.Column('shadow', sa.Boolean(), nullable=False),
-    sa.Column('channel', sa.String(length=32), nullable=False),
-    sa.Column('template', sa.String(length=128), nullable=True),
-    sa.Column('payload', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
-    sa.Column('status', sa.String(length=16), nullable=False),
-    sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('next_attempt_at', sa.BigInteger(), nullable=False),
-    sa.Column('claimed_until', sa.BigInteger(), nullable=True),
-    sa.Column('last_error', sa.Text(), nullable=True),
-    sa.Column('provider_ref', sa.String(length=256), nullable=True),
-    sa.Column('rendered', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
-    sa.Column('created_at', sa.BigInteger(), nullable=False),
-    sa.Column('sent_at', sa.BigInteger(), nullable=True),
-    sa.ForeignKeyConstraint(['contact_id'], ['contacts.id'], name=op.f('fk_outbox_contact_id_contacts')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox')),
-    sa.UniqueConstraint('idempotency_key', name=op.f('uq_outbox_idempotency_key'))
-    )
-    with op.batch_alter_table('outbox', schema=None) as batch_op:
-        batch_op.create_index('ix_outbox_contact_id', ['contact_id'], unique=False)
-        batch_op.create_index('ix_outbox_dead', ['status'], unique=False, sqlite_where=sa.text("status = 'dead'"), postgresql_where=sa.text("status = 'dead'"))
-        batch_op.create_index('ix_outbox_ready', ['next_attempt_at'], unique=False, sqlite_where=sa.text("status IN ('pending', 'sending')"), postgresql_where=sa.text("status IN ('pending', 'sending')"))
-
     op.create_table('tasks',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('idempotency_key', sa.String(length=200), nullable=False),
@@ -152,11 +162,10 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['journey_id'], ['journeys.id'], name=op.f('fk_enrollments_journey_id_journeys')),
     sa.ForeignKeyConstraint(['version_id'], ['journey_versions.id'], name=op.f('fk_enrollments_version_id_journey_versions')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_enrollments')),
-    sa.UniqueConstraint('journey_id', 'shadow', 'contact_id', 'active_slot', name=op.f('uq_enrollments_journey_id_shadow_contact_id_active_slot')),
-    sa.UniqueConstraint('journey_id', 'shadow', 'contact_id', 'entry_key', name=op.f('uq_enrollments_journey_id_shadow_contact_id_entry_key'))
+    sa.UniqueConstraint('contact_id', 'journey_id', 'shadow', 'active_slot', name=op.f('uq_enrollments_contact_id_journey_id_shadow_active_slot')),
+    sa.UniqueConstraint('contact_id', 'journey_id', 'shadow', 'entry_key', name=op.f('uq_enrollments_contact_id_journey_id_shadow_entry_key'))
     )
     with op.batch_alter_table('enrollments', schema=None) as batch_op:
-        batch_op.create_index('ix_enrollments_contact_id', ['contact_id'], unique=False)
         batch_op.create_index('ix_enrollments_due', ['wake_at'], unique=False, sqlite_where=sa.text("status IN ('ready', 'waiting') AND wake_at IS NOT NULL"), postgresql_where=sa.text("status IN ('ready', 'waiting') AND wake_at IS NOT NULL"))
 
     op.create_table('journey_edge_stats',
@@ -197,31 +206,11 @@ def upgrade() -> None:
     with op.batch_alter_table('conversions', schema=None) as batch_op:
         batch_op.create_index('ix_conversions_journey_id_at', ['journey_id', 'at'], unique=False)
 
-    op.create_table('journey_history',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
-    sa.Column('enrollment_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('contact_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('version_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('at', sa.BigInteger(), nullable=False),
-    sa.Column('cause', sa.String(length=32), nullable=False),
-    sa.Column('steps', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
-    sa.ForeignKeyConstraint(['contact_id'], ['contacts.id'], name=op.f('fk_journey_history_contact_id_contacts')),
-    sa.ForeignKeyConstraint(['enrollment_id'], ['enrollments.id'], name=op.f('fk_journey_history_enrollment_id_enrollments')),
-    sa.ForeignKeyConstraint(['version_id'], ['journey_versions.id'], name=op.f('fk_journey_history_version_id_journey_versions')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_journey_history'))
-    )
-    with op.batch_alter_table('journey_history', schema=None) as batch_op:
-        batch_op.create_index('ix_journey_history_enrollment_id', ['enrollment_id'], unique=False)
-
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
-    with op.batch_alter_table('journey_history', schema=None) as batch_op:
-        batch_op.drop_index('ix_journey_history_enrollment_id')
-
-    op.drop_table('journey_history')
     with op.batch_alter_table('conversions', schema=None) as batch_op:
         batch_op.drop_index('ix_conversions_journey_id_at')
 
@@ -230,26 +219,26 @@ def downgrade() -> None:
     op.drop_table('journey_edge_stats')
     with op.batch_alter_table('enrollments', schema=None) as batch_op:
         batch_op.drop_index('ix_enrollments_due', sqlite_where=sa.text("status IN ('ready', 'waiting') AND wake_at IS NOT NULL"), postgresql_where=sa.text("status IN ('ready', 'waiting') AND wake_at IS NOT NULL"))
-        batch_op.drop_index('ix_enrollments_contact_id')
 
     op.drop_table('enrollments')
     with op.batch_alter_table('tasks', schema=None) as batch_op:
         batch_op.drop_index('ix_tasks_queue_status')
 
     op.drop_table('tasks')
-    with op.batch_alter_table('outbox', schema=None) as batch_op:
-        batch_op.drop_index('ix_outbox_ready', sqlite_where=sa.text("status IN ('pending', 'sending')"), postgresql_where=sa.text("status IN ('pending', 'sending')"))
-        batch_op.drop_index('ix_outbox_dead', sqlite_where=sa.text("status = 'dead'"), postgresql_where=sa.text("status = 'dead'"))
-        batch_op.drop_index('ix_outbox_contact_id')
-
-    op.drop_table('outbox')
     op.drop_table('journey_versions')
     with op.batch_alter_table('contact_tags', schema=None) as batch_op:
         batch_op.drop_index('ix_contact_tags_tag')
 
     op.drop_table('contact_tags')
     op.drop_table('templates')
+    with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.drop_index('ix_outbox_ready', sqlite_where=sa.text("status IN ('pending', 'sending')"), postgresql_where=sa.text("status IN ('pending', 'sending')"))
+        batch_op.drop_index('ix_outbox_dead', sqlite_where=sa.text("status = 'dead'"), postgresql_where=sa.text("status = 'dead'"))
+        batch_op.drop_index('ix_outbox_contact_id')
+
+    op.drop_table('outbox')
     op.drop_table('journeys')
+    op.drop_table('journey_history')
     op.drop_table('engine_leases')
     op.drop_table('engine_cursors')
     # ### end Alembic commands ###

@@ -1,0 +1,211 @@
+"""Events meet journeys: entries, the end of waits, and goals — matched in memory.
+
+The engine reads events in id order after a cursor per partition (PostgreSQL ingestion
+commits event ids in order under one lock, SQLite has one writer), so an event is applied
+exactly once: the cursor moves in the same transaction as the effects. Only events whose
+name the catalog's index knows cost more than a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from cadenza.engine.batch import RUN_COLUMNS, Batch, partition, run_from_row
+from cadenza.engine.catalog import Target
+from cadenza.engine.nodes import event_key
+from cadenza.engine.runs import Run
+from cadenza.journeys.spec import EXIT, WaitForStep
+from cadenza.segments import Condition, Facts, Needs
+from cadenza.store import insert_rows, loads, schema, select_in
+
+Event = dict[str, Any]
+
+
+def ensure_cursors(conn: Connection, parts: Iterable[int], now: int) -> None:
+    """Create missing cursors at the end of the event log: journeys act on what happens from
+    the moment the engine first runs, not on history."""
+    names = [f"events:{p}" for p in parts]
+    have = {n for n, in select_in(conn, "SELECT name FROM engine_cursors WHERE name IN "
+                                  "({marks})", names)}
+    missing = [n for n in names if n not in have]
+    if missing:
+        top = int(conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM events").scalar_one())
+        insert_rows(conn, schema.engine_cursors, ("name", "position", "updated_at"),
+                    [(n, top, now) for n in missing], ignore_conflicts_on=("name",))
+
+
+def _positions(batch: Batch, parts: Sequence[int]) -> dict[int, int]:
+    ensure_cursors(batch.conn, parts, batch.now)
+    names = [f"events:{p}" for p in parts]
+    rows = select_in(batch.conn, "SELECT name, position FROM engine_cursors WHERE name IN "
+                     "({marks})", names)
+    return {int(name.split(":", 1)[1]): int(pos) for name, pos in rows}
+
+
+def apply_events(batch: Batch, parts: Sequence[int], limit: int) -> int:
+    """Apply up to `limit` events after the cursors of `parts`; return how many were read."""
+    if not parts:
+        return 0
+    conn = batch.conn
+    positions = _positions(batch, parts)
+    low = min(positions.values())
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    rows = conn.exec_driver_sql(
+        f"SELECT id, contact_id, type, name, properties FROM events WHERE id > {mark} "
+        f"ORDER BY id LIMIT {int(limit)}", (low,)).all()
+    if not rows:
+        return 0
+    catalog = batch.catalog
+    held = set(parts)
+    events: list[Event] = []
+    for eid, cid, etype, name, props in rows:
+        part = partition(cid)
+        if part not in held or eid <= positions[part]:
+            continue
+        if not catalog.interesting(name, etype == "identify"):
+            continue
+        events.append({"id": eid, "contact_id": cid, "type": etype, "name": name,
+                       "properties": loads(props) or {}})
+    if events:
+        _enter(batch, events)
+        _wake_and_convert(batch, events)
+    last = rows[-1][0]
+    conn.exec_driver_sql(
+        f"UPDATE engine_cursors SET position = {mark}, updated_at = {mark} WHERE name = {mark}",
+        [(last, batch.now, f"events:{p}") for p in parts])
+    return len(rows)
+
+
+def _holds(cond: Condition | None, facts: Facts) -> bool:
+    return cond is None or cond.evaluate(facts)
+
+
+def _facts_for(batch: Batch, conds: Sequence[Condition | None], contact_ids: Sequence[int]
+               ) -> dict[int, Facts]:
+    needs = Needs()
+    for cond in conds:
+        if cond is not None:
+            needs = needs | cond.needs()
+    if needs == Needs():
+        return {}
+    from cadenza.segments import load_facts
+
+    return load_facts(batch.conn, sorted(set(contact_ids)), needs, batch.now)
+
+
+def _with_event(base: Facts | None, contact_id: int, entry: dict[str, Any],
+                event: dict[str, Any]) -> Facts:
+    if base is None:
+        return Facts(contact_id, entry=entry, event=event)
+    return Facts(contact_id, base.attributes, entry, event, base.counts, base.consents,
+                 base.tags)
+
+
+def _enter(batch: Batch, events: list[Event]) -> None:
+    catalog = batch.catalog
+    candidates: dict[Target, list[tuple[Event, Condition | None]]] = defaultdict(list)
+    for event in events:
+        for target, trigger in catalog.entry_events.get(event["name"], ()):
+            candidates[target].append((event, trigger.where))
+        if event["type"] == "identify":
+            traits = event["properties"]
+            for target, atrigger in catalog.entry_attributes:
+                if atrigger.attr in traits and (atrigger.values is None
+                                                or traits[atrigger.attr] in atrigger.values):
+                    candidates[target].append((event, atrigger.where))
+    for target, pairs in candidates.items():
+        facts = _facts_for(batch, [w for _, w in pairs], [e["contact_id"] for e, _ in pairs])
+        admitted = []
+        for event, where in pairs:
+            cid = event["contact_id"]
+            props = event["properties"]
+            if where is not None and not where.evaluate(
+                    _with_event(facts.get(cid), cid, props, props)):
+                continue
+            admitted.append((cid, {"entry": props, "event": event["name"],
+                                   "event_id": event["id"]}, f"event:{event['id']}",
+                             event["id"]))
+        batch.advance(batch.admit(target, admitted, "entry"))
+
+
+def _wake_and_convert(batch: Batch, events: list[Event]) -> None:
+    catalog = batch.catalog
+    relevant = [e for e in events
+                if e["name"] in catalog.waited_events or e["name"] in catalog.goals]
+    if not relevant:
+        return
+    contact_ids = sorted({e["contact_id"] for e in relevant})
+    in_pass = {r.id: r for r in batch.runs}
+    loaded: list[Run] = []
+    for row in select_in(batch.conn, f"SELECT {RUN_COLUMNS} FROM enrollments WHERE "
+                         "status IN ('ready', 'waiting') AND contact_id IN ({marks})",
+                         contact_ids):
+        if row[0] not in in_pass and row[2] in catalog.specs \
+                and row[1] not in catalog.paused:
+            loaded.append(run_from_row(row, "event"))
+    batch.load(loaded)
+    by_contact: dict[int, list[Run]] = defaultdict(list)
+    for run in batch.runs:
+        if run.active:
+            by_contact[run.contact_id].append(run)
+    for event in relevant:
+        runs = by_contact.get(event["contact_id"], [])
+        woken = [r for r in runs if _awaits(batch, r, event)]
+        if woken:
+            for run in woken:
+                run.resume = "event"
+                run.resume_event = event
+                run.cause = "event"
+            batch.advance(woken)
+        for run in runs:
+            if run.active and run.after_event < event["id"]:
+                _check_goals(batch, run, event)
+
+
+def _awaits(batch: Batch, run: Run, event: Event) -> bool:
+    if run.status != "waiting" or run.wait_event != event["name"]:
+        return False
+    if run.after_event >= event["id"]:
+        return False
+    step = batch.catalog.spec(run.version_id).steps.get(run.node)
+    if not isinstance(step, WaitForStep):
+        return False
+    if step.match and event_key(step, event["properties"]) != run.wait_key:
+        return False
+    if step.where is not None:
+        facts = _facts_for(batch, [step.where], [run.contact_id]).get(run.contact_id)
+        entry = run.context.get("entry", {})
+        return _holds(step.where, _with_event(facts, run.contact_id, entry,
+                                              event["properties"]))
+    return True
+
+
+def _check_goals(batch: Batch, run: Run, event: Event) -> None:
+    spec = batch.catalog.spec(run.version_id)
+    effects = batch.effects
+    for goal in spec.goals:
+        if goal.event != event["name"]:
+            continue
+        if goal.where is not None:
+            facts = _facts_for(batch, [goal.where], [run.contact_id]).get(run.contact_id)
+            if not _holds(goal.where, _with_event(facts, run.contact_id,
+                                                  run.context.get("entry", {}),
+                                                  event["properties"])):
+                continue
+        if goal.conversion:
+            effects.conversions.append((run, goal.name, event["id"]))
+        if goal.exit:
+            node = run.node
+            effects.departed[(run.version_id, run.shadow, node)] += 1
+            effects.edges[(run.version_id, run.shadow, node, EXIT)] += 1
+            run.path.append([node, "goal", {"goal": goal.name, "event_id": event["id"]}])
+            run.seq += 1
+            run.cause = "goal"
+            effects.finish(run, "exited", f"goal:{goal.name}")
+            return
+        run.path.append([run.node, "goal", {"goal": goal.name, "event_id": event["id"]}])
+        run.seq += 1

@@ -1,0 +1,299 @@
+"""The engine: passes over due enrollments and new events, each in one transaction.
+
+    tick            due rows (wake_at <= now) of the leased partitions, in wake order
+    process_events  events after the partitions' cursors: entries, waits, goals
+    scan_dates      date-relative and recurring-schedule entries whose moment has come
+    enroll          API entries
+
+The clock is injected; nothing here reads the wall clock. `run_once` does one round of all
+of them; `run_forever` repeats it, sleeping until woken (an ingest commit sets `wake`) or
+until the next due row, never longer than `idle_ms`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from cadenza.clock import Clock
+from cadenza.engine.batch import PARTITIONS, RUN_COLUMNS, Batch, partition, run_from_row
+from cadenza.engine.catalog import CatalogLoader, Compile, Target
+from cadenza.engine.events import apply_events, ensure_cursors
+from cadenza.engine.leases import LeaseLost, Leases
+from cadenza.engine.schedule import scan_entries
+from cadenza.errors import Conflict, NotFound, StoreBusy, ValidationFailed
+from cadenza.store import Store, select_in
+
+
+@dataclass
+class PassReport:
+    """What one pass did."""
+
+    steps: int = 0
+    runs: int = 0
+    entered: int = 0
+    outbox: int = 0
+    events: int = 0
+
+    def __iadd__(self, other: PassReport) -> PassReport:
+        self.steps += other.steps
+        self.runs += other.runs
+        self.entered += other.entered
+        self.outbox += other.outbox
+        self.events += other.events
+        return self
+
+
+def _default_compile() -> Compile:
+    from cadenza.journeys import compile_definition
+
+    return compile_definition
+
+
+class Engine:
+    """The durable executor for one worker (one per process; any number on PostgreSQL)."""
+
+    def __init__(self, store: Store, clock: Clock, *, compile_definition: Compile | None = None,
+                 owner: str | None = None, batch_size: int = 5_000, event_batch: int = 2_000,
+                 lease_ms: int = 15_000,
+                 after_commit: Callable[[PassReport], None] | None = None) -> None:
+        self.store = store
+        self.clock = clock
+        self.loader = CatalogLoader(compile_definition or _default_compile())
+        self.batch_size = batch_size
+        self.event_batch = event_batch
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.leases = Leases(store, clock, self.owner, lease_ms)
+        self.after_commit = after_commit
+        self._started = False
+
+    # --- passes ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create lease rows and take this worker's share of partitions."""
+        self.leases.ensure_rows()
+        with self.store.begin() as conn:
+            ensure_cursors(conn, range(PARTITIONS), self.clock.now_ms())
+        self.leases.renew()
+        self._started = True
+
+    def _ensure(self) -> None:
+        if not self._started:
+            self.start()
+        elif self.leases.due_for_renewal():
+            self.leases.renew()
+
+    def tick(self, limit: int | None = None) -> PassReport:
+        """Run the due enrollments (at most `limit`, default the batch size)."""
+        self._ensure()
+        now = self.clock.now_ms()
+        limit = limit or self.batch_size
+
+        def work(conn: Connection) -> PassReport:
+            parts = self.leases.fence(conn)
+            catalog = self.loader.refresh(conn)
+            mark = "%s" if conn.dialect.name == "postgresql" else "?"
+            sql = (f"SELECT {RUN_COLUMNS} FROM enrollments WHERE status IN ('ready', 'waiting') "
+                   f"AND wake_at IS NOT NULL AND wake_at <= {mark}")
+            params: list[Any] = [now]
+            if catalog.paused:
+                sql += f" AND journey_id NOT IN ({', '.join(str(j) for j in catalog.paused)})"
+            if len(parts) < len(self._all_parts()):
+                sql += f" AND part IN ({', '.join(str(p) for p in parts)})"
+            sql += f" ORDER BY wake_at LIMIT {int(limit)}"
+            rows = conn.exec_driver_sql(sql, tuple(params)).all() if parts else []
+            batch = Batch(conn, catalog, now)
+            runs = [run_from_row(r, "timer" if r[7] == "waiting" else "run") for r in rows]
+            runs = [r for r in runs if r.version_id in catalog.specs]
+            batch.load(runs)
+            batch.advance(runs)
+            follow_enrollments(batch)
+            batch.write()
+            return _report(batch)
+
+        return self._commit(work)
+
+    def process_events(self, limit: int | None = None) -> PassReport:
+        """Apply the events after the cursors of this worker's partitions."""
+        self._ensure()
+        now = self.clock.now_ms()
+        limit = limit or self.event_batch
+
+        def work(conn: Connection) -> PassReport:
+            parts = self.leases.fence(conn)
+            catalog = self.loader.refresh(conn)
+            batch = Batch(conn, catalog, now)
+            seen = apply_events(batch, parts, limit)
+            follow_enrollments(batch)
+            batch.write()
+            report = _report(batch)
+            report.events = seen
+            return report
+
+        return self._commit(work)
+
+    def scan_dates(self) -> PassReport:
+        """Enter contacts whose date-relative or scheduled entry moment has come."""
+        self._ensure()
+        now = self.clock.now_ms()
+
+        def work(conn: Connection) -> PassReport:
+            parts = self.leases.fence(conn)
+            catalog = self.loader.refresh(conn)
+            batch = Batch(conn, catalog, now)
+            scan_entries(batch, set(parts))
+            follow_enrollments(batch)
+            batch.write()
+            return _report(batch)
+
+        return self._commit(work)
+
+    def enroll(self, journey: str, contact_ids: Iterable[int],
+               payload: dict[str, Any] | None = None, entry_key: str | None = None
+               ) -> list[int]:
+        """Enroll contacts into `journey` through its API trigger; returns the new
+        enrollment ids (contacts its entry rules keep out get none)."""
+        now = self.clock.now_ms()
+        ids = list(dict.fromkeys(contact_ids))
+
+        def work(conn: Connection) -> list[int]:
+            catalog = self.loader.refresh(conn)
+            if journey not in catalog.ids:
+                raise NotFound("journey", journey)
+            targets = catalog.api_targets(journey)
+            if not targets:
+                raise ValidationFailed("journey", f"journey {journey!r} is not live or has no "
+                                       "`api` entry trigger; add `entry: {api: true}` and "
+                                       "publish it")
+            known = {r[0] for r in select_in(conn, "SELECT id FROM contacts WHERE id IN "
+                                             "({marks}) AND merged_into IS NULL", ids)}
+            missing = [c for c in ids if c not in known]
+            if missing:
+                raise NotFound("contact", missing[0])
+            batch = Batch(conn, catalog, now)
+            created: list[int] = []
+            for target in targets:
+                runs = batch.admit(target, [(c, {"entry": payload or {}}, entry_key, 0)
+                                            for c in ids], "api")
+                if not target.shadow:
+                    created.extend(r.id for r in runs)
+                batch.advance(runs)
+            follow_enrollments(batch)
+            batch.write()
+            return created
+
+        return self.store.retry(work)
+
+    def segment_changed(self, segment: str, entered: Iterable[int],
+                        exited: Iterable[int]) -> int:
+        """The hook the segments domain calls: enter journeys triggered by entering (or
+        exiting) `segment`. Returns how many enrollments it created."""
+        now = self.clock.now_ms()
+        moves = {"enter": list(entered), "exit": list(exited)}
+
+        def work(conn: Connection) -> int:
+            catalog = self.loader.refresh(conn)
+            batch = Batch(conn, catalog, now)
+            count = 0
+            for target, trigger in catalog.entry_segments.get(segment, []):
+                runs = batch.admit(target, [(c, {"entry": {"segment": segment,
+                                                           "on": trigger.on}}, None, 0)
+                                            for c in moves[trigger.on]], "segment")
+                count += len(runs)
+                batch.advance(runs)
+            follow_enrollments(batch)
+            batch.write()
+            return count
+
+        return self.store.retry(work)
+
+    # --- loops -------------------------------------------------------------------------------
+
+    def run_once(self) -> PassReport:
+        """Events first (they may end waits a timer would otherwise end), then due rows."""
+        total = PassReport()
+        total += self.process_events()
+        catalog = self.loader.catalog
+        if catalog.entry_dates or catalog.entry_schedules:
+            total += self.scan_dates()
+        while True:
+            report = self.tick()
+            total += report
+            if report.runs < self.batch_size:
+                break
+        return total
+
+    def next_wake(self) -> int | None:
+        """The earliest wake time among this worker's enrollments (None when none)."""
+        with self.store.read() as conn:
+            value = conn.exec_driver_sql(
+                "SELECT min(wake_at) FROM enrollments WHERE status IN ('ready', 'waiting') "
+                "AND wake_at IS NOT NULL").scalar()
+        return int(value) if value is not None else None
+
+    def run_forever(self, stop: threading.Event, wake: threading.Event,
+                    idle_ms: int = 1_000) -> None:
+        """Run rounds until `stop` is set; sleep until `wake`, the next due row or `idle_ms`."""
+        try:
+            while not stop.is_set():
+                wake.clear()
+                try:
+                    report = self.run_once()
+                except (LeaseLost, StoreBusy, Conflict):
+                    report = PassReport()
+                if report.events or report.runs:
+                    continue
+                nxt = self.next_wake()
+                delay = idle_ms
+                if nxt is not None:
+                    delay = max(0, min(idle_ms, nxt - self.clock.now_ms()))
+                wake.wait(delay / 1000)
+        finally:
+            self.leases.release()
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _commit(self, work: Callable[[Connection], PassReport]) -> PassReport:
+        report = self.store.retry(work)
+        if self.after_commit is not None and (report.runs or report.outbox):
+            self.after_commit(report)
+        return report
+
+    @staticmethod
+    def _all_parts() -> range:
+        return range(PARTITIONS)
+
+
+def follow_enrollments(batch: Batch, depth: int = 5) -> None:
+    """Carry out `enroll` steps: admit into the target journeys and advance, a few levels
+    deep (entry rules stop loops between journeys; the depth cap is a safety net)."""
+    for _ in range(depth):
+        pending = batch.effects.enroll
+        if not pending:
+            return
+        batch.effects.enroll = []
+        by_journey: dict[str, list[tuple[int, dict[str, Any], str | None, int]]] = \
+            defaultdict(list)
+        for key, cid, context, entry_key in pending:
+            by_journey[key].append((cid, context, entry_key, 0))
+        for key, candidates in by_journey.items():
+            jid = batch.catalog.ids.get(key)
+            targets: list[Target] = batch.catalog.targets.get(jid, []) if jid else []
+            for target in targets:
+                batch.advance(batch.admit(target, candidates, "enroll"))
+
+
+def _report(batch: Batch) -> PassReport:
+    return PassReport(steps=batch.effects.steps, runs=len(batch.runs),
+                      entered=sum(1 for r in batch.runs if r.new),
+                      outbox=len(batch.effects.outbox))
+
+
+__all__ = ["Engine", "PassReport", "follow_enrollments", "partition"]

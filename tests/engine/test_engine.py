@@ -1,0 +1,87 @@
+"""The engine end to end on a fake clock: entries, waits, branches, waits for events, goals,
+and the rows it writes."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+from cadenza.clock import FakeClock
+from cadenza.engine import Engine
+from cadenza.events import EventService
+from cadenza.store import Store
+from tests.engine.conftest import DAY, REFERENCE, track
+
+
+def outbox_by_node(store: Store) -> Counter[str]:
+    with store.read() as conn:
+        return Counter(n for n, in conn.exec_driver_sql("SELECT node FROM outbox"))
+
+
+def statuses(store: Store) -> Counter[tuple[str, str]]:
+    with store.read() as conn:
+        return Counter((s, n) for s, n in conn.exec_driver_sql(
+            "SELECT status, node FROM enrollments"))
+
+
+def test_reference_journey_moves_every_contact_once(
+        store: Store, clock: FakeClock, events: EventService, engine: Engine,
+        publish: Callable[[str], int], make_contacts: Callable[..., list[int]]) -> None:
+    publish(REFERENCE)
+    ids = make_contacts(30)
+    for i in range(30):
+        track(events, f"user-{i}", "signed_up", f"s-{i}")
+    report = engine.run_once()
+    assert report.entered == 30
+    assert outbox_by_node(store) == {"welcome": 30}
+    assert statuses(store) == {("waiting", "settle"): 30}
+
+    clock.advance(2 * DAY - 1)
+    assert engine.run_once().runs == 0  # not a millisecond early
+    clock.advance(1)
+    engine.run_once()
+    assert outbox_by_node(store) == {"welcome": 30, "pro-tips": 10, "basics": 20}
+    assert statuses(store) == {("waiting", "wait-buy"): 30}
+
+    for i in range(0, 30, 5):  # six buy
+        track(events, f"user-{i}", "purchased", f"p-{i}")
+    engine.run_once()
+    assert statuses(store) == {("waiting", "wait-buy"): 24, ("completed", "wait-buy"): 6}
+
+    clock.advance(3 * DAY)
+    engine.run_once()
+    assert outbox_by_node(store)["last-chance"] == 24
+    assert statuses(store) == {("completed", "last-chance"): 24, ("completed", "wait-buy"): 6}
+    # Running again changes nothing: every side effect exists once.
+    clock.advance(10 * DAY)
+    assert engine.run_once().outbox == 0
+    with store.read() as conn:
+        keys = [k for k, in conn.exec_driver_sql("SELECT idempotency_key FROM outbox")]
+        assert len(keys) == len(set(keys)) == 30 + 30 + 24
+        stats = {n: (e, d) for n, e, d in conn.exec_driver_sql(
+            "SELECT node, entered, departed FROM journey_step_stats")}
+    assert stats["welcome"] == (30, 30)
+    assert stats["wait-buy"] == (30, 30)
+    assert stats["last-chance"] == (24, 24)
+    assert len(ids) == 30
+
+
+def test_branch_decision_is_explained_in_history(
+        store: Store, clock: FakeClock, events: EventService, engine: Engine,
+        publish: Callable[[str], int], make_contacts: Callable[..., list[int]]) -> None:
+    publish(REFERENCE)
+    make_contacts(3)
+    track(events, "user-0", "signed_up", "s-0")
+    engine.run_once()
+    clock.advance(2 * DAY)
+    engine.run_once()
+    with store.read() as conn:
+        rows = [r for r, in conn.exec_driver_sql(
+            "SELECT steps FROM journey_history ORDER BY enrollment_id, seq")]
+    from cadenza.store import loads
+
+    passes = [loads(r) for r in rows]
+    assert passes[0][0][:2] == ["welcome", "sent"]
+    branch = next(s for s in passes[1] if s[0] == "by-plan")
+    assert branch[2]["goto"] == "pro-tips"
+    assert branch[2]["seen"] == {"attr.plan": "pro"}
