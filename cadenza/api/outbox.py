@@ -1,0 +1,99 @@
+"""The outbox and templates under /api: list and inspect rows, replay dead letters, save,
+read and preview templates. Each route parses, calls a service, renders."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, ConfigDict, Field
+
+from cadenza.api.admin import MAX_ID, IdFilter, Limit
+from cadenza.api.auth import AdminKey, Ctx
+from cadenza.api.responses import JSON
+
+router = APIRouter(prefix="/api")
+
+OutboxId = Annotated[int, Path(ge=1, le=MAX_ID)]
+TemplateKey = Annotated[str, Path(min_length=1, max_length=128)]
+Status = Literal["pending", "sending", "sent", "shadowed", "dead", "cancelled"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReplayBody(_Body):
+    """Dead rows to send again."""
+
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=1000)
+
+
+class TemplateBody(_Body):
+    """A template's sources (Jinja2)."""
+
+    channel: str = Field(default="email", max_length=32, examples=["email"])
+    subject: str = Field(default="", max_length=2000,
+                         examples=["Welcome, {{ contact.attributes.first_name }}"])
+    body: str = Field(max_length=256 * 1024, examples=["<p>Hi {{ contact.attributes."
+                                                       "first_name | default('there') }}</p>"])
+
+
+class PreviewBody(_Body):
+    """Who to render a template for."""
+
+    contact_id: int = Field(ge=1, le=MAX_ID)
+    entry: dict[str, Any] = Field(default_factory=dict,
+                                  description="The entry context (event properties)")
+
+
+@router.get("/outbox", response_class=JSON, tags=["outbox"])
+def list_outbox(ctx: Ctx, _key: AdminKey, status: Status | None = None,
+                contact_id: IdFilter = None, cursor: str | None = None,
+                limit: Limit = 50) -> JSON:
+    """Outbox rows, newest first; `status=dead` lists the dead letters."""
+    page = ctx.outbox.find(status, contact_id=contact_id, cursor=cursor, limit=limit)
+    return JSON(page.to_dict())
+
+
+@router.get("/outbox/counts", response_class=JSON, tags=["outbox"])
+def outbox_counts(ctx: Ctx, _key: AdminKey) -> JSON:
+    """Rows per status."""
+    return JSON(ctx.outbox.counts())
+
+
+@router.get("/outbox/{outbox_id}", response_class=JSON, tags=["outbox"])
+def get_outbox_row(ctx: Ctx, _key: AdminKey, outbox_id: OutboxId) -> JSON:
+    """One row: payload, rendered message, attempts, last error."""
+    return JSON(ctx.outbox.inspect(outbox_id))
+
+
+@router.post("/outbox/replay", response_class=JSON, tags=["outbox"])
+def replay_outbox(ctx: Ctx, _key: AdminKey, body: ReplayBody) -> JSON:
+    """Dead rows back to pending with attempts reset; other rows are reported unchanged."""
+    return JSON(ctx.outbox.replay(body.ids).to_dict())
+
+
+@router.get("/templates", response_class=JSON, tags=["templates"])
+def list_templates(ctx: Ctx, _key: AdminKey) -> JSON:
+    """Every template, by key."""
+    return JSON({"items": [t.to_dict() for t in ctx.templates.all()]})
+
+
+@router.get("/templates/{key}", response_class=JSON, tags=["templates"])
+def get_template(ctx: Ctx, _key: AdminKey, key: TemplateKey) -> JSON:
+    """One template's sources."""
+    return JSON(ctx.templates.get(key).to_dict())
+
+
+@router.put("/templates/{key}", response_class=JSON, tags=["templates"])
+def put_template(ctx: Ctx, _key: AdminKey, key: TemplateKey, body: TemplateBody) -> JSON:
+    """Create (201) or replace (200) a template; syntax errors are refused with their line."""
+    record, created = ctx.templates.save(key, body.channel, body.subject, body.body)
+    return JSON(record.to_dict(), status_code=201 if created else 200)
+
+
+@router.post("/templates/{key}/preview", response_class=JSON, tags=["templates"])
+def preview_template(ctx: Ctx, _key: AdminKey, key: TemplateKey, body: PreviewBody) -> JSON:
+    """Render a template for one contact, as the dispatcher would."""
+    return JSON(ctx.templates.preview(key, body.contact_id, body.entry))

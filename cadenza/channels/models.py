@@ -1,0 +1,123 @@
+"""What the delivery path passes around: the recipient, the message, results and outcomes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from cadenza.errors import CadenzaError
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """The contact a message is for, as loaded at send time."""
+
+    id: int
+    email: str | None = None
+    phone: str | None = None
+    user_id: str | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    timezone: str | None = None
+    locale: str | None = None
+
+    def template_view(self) -> dict[str, Any]:
+        """The allow-listed fields a template may read as `contact`."""
+        return {"email": self.email, "phone": self.phone, "user_id": self.user_id,
+                "attributes": dict(self.attributes), "timezone": self.timezone,
+                "locale": self.locale}
+
+
+@dataclass(frozen=True)
+class Message:
+    """One claimed outbox row, rendered and ready for its channel."""
+
+    outbox_id: int
+    key: str
+    """The idempotency key: HTTP `Idempotency-Key`, the seed of the SMTP `Message-ID`."""
+    channel: str
+    contact: Recipient
+    params: Mapping[str, Any]
+    """The step's parameters (url, title, ...)."""
+    content: Mapping[str, Any]
+    """Rendered text fields (subject, body, title) and `html` for HTML email bodies."""
+    at_ms: int
+    """When the dispatcher handed the message over (the injected clock)."""
+    attempt: int = 1
+    journey_id: int | None = None
+    journey: str | None = None
+    step: str | None = None
+    template: str | None = None
+    shadow: bool = False
+    address_kind: str | None = None
+    """'email' or 'phone' when the channel delivers to such an address, else None."""
+    address: str | None = None
+    """The contact's address for `address_kind` (None when it has none)."""
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """A channel accepted the message."""
+
+    provider_ref: str | None = None
+    """The provider's reference for it (a Message-ID, a task id, a response id)."""
+
+
+class OutcomeKind(StrEnum):
+    """How a claimed message ended this round (the outbox status it leads to)."""
+
+    SENT = "sent"
+    SHADOWED = "shadowed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    """Pending again (retryable, attempts left) or dead; the dispatcher decides from the
+    error's `retryable` flag and the retry policy."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one message's trip through the interceptor chain."""
+
+    kind: OutcomeKind
+    provider_ref: str | None = None
+    reason: str | None = None
+    retryable: bool = False
+
+    @classmethod
+    def sent(cls, provider_ref: str | None) -> Outcome:
+        """Delivered."""
+        return cls(OutcomeKind.SENT, provider_ref=provider_ref)
+
+    @classmethod
+    def shadowed(cls) -> Outcome:
+        """Rendered and recorded, deliberately not delivered."""
+        return cls(OutcomeKind.SHADOWED)
+
+    @classmethod
+    def cancelled(cls, reason: str) -> Outcome:
+        """Must not be delivered, now or later (suppressed, no address)."""
+        return cls(OutcomeKind.CANCELLED, reason=reason)
+
+    @classmethod
+    def failed(cls, error: CadenzaError) -> Outcome:
+        """Not delivered; `error.retryable` says whether another attempt may succeed."""
+        return cls(OutcomeKind.FAILED, reason=error.message, retryable=error.retryable)
+
+
+@dataclass(frozen=True)
+class TemplateRecord:
+    """A stored template: Jinja2 sources for a subject and a body."""
+
+    key: str
+    channel: str
+    subject: str
+    body: str
+    created_at: int = 0
+    updated_at: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"key": self.key, "channel": self.channel, "subject": self.subject,
+                "body": self.body, "created_at": self.created_at,
+                "updated_at": self.updated_at}

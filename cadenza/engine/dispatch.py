@@ -1,0 +1,429 @@
+"""The dispatcher: delivers outbox rows through their channels, exactly once in effect.
+
+One batch (`run_once`) goes through these stages; the named crash points sit between them:
+
+    claim      one UPDATE ... RETURNING: due rows become 'sending', attempts + 1, claimed
+               until now + lease                                   -> dispatch.after_claim
+    render     the batch's contacts and templates in one statement each, rendered in the
+               sandbox                                            -> dispatch.after_render
+    deliver    the interceptor chain (shadow, suppression, ...) and the channels' sends,
+               with bounded concurrency                            -> dispatch.after_send
+    record     one transaction: sent, pending again with backoff, dead or cancelled
+                                                                  -> dispatch.before_commit
+
+Why a crash anywhere is safe: a claimed row that is never recorded stays 'sending' until its
+claim expires, then any dispatcher claims it again and sends it with the same idempotency key
+(HTTP `Idempotency-Key`, the same SMTP `Message-ID`, the same task key). The record is
+fenced: it only writes rows still 'sending' with the attempt count this dispatcher set, so a
+dispatcher that outlived its claim cannot overwrite the work of the one that took over.
+
+Time comes from the injected clock, jitter from the injected random generator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cadenza.channels import (
+    ChannelError,
+    ChannelRegistry,
+    Interceptor,
+    Message,
+    OutboxService,
+    Outcome,
+    OutcomeKind,
+    Outcomes,
+    Recipient,
+    RenderFailed,
+    ReplayReport,
+    TemplateService,
+    Undeliverable,
+    build_chain,
+    default_interceptors,
+    load_templates,
+    render_context,
+)
+from cadenza.clock import Clock
+from cadenza.engine.crash import CrashPoints
+from cadenza.engine.retry import RetryPolicy, next_delay
+from cadenza.errors import CadenzaError
+from cadenza.store import Page, Store, schema
+
+logger = logging.getLogger("cadenza.engine.dispatch")
+
+MAX_BATCH = 1000
+MAX_MERGE_HOPS = 8
+_o = schema.outbox
+_c = schema.contacts
+
+
+@dataclass(frozen=True)
+class ClaimedRow:
+    """An outbox row this dispatcher holds for one attempt."""
+
+    id: int
+    key: str
+    contact_id: int
+    journey_id: int | None
+    node: str | None
+    shadow: bool
+    channel: str
+    template: str | None
+    payload: Mapping[str, Any]
+    attempts: int
+    """The attempt count after the claim: the fencing token of the record."""
+
+
+_CLAIMED_COLUMNS = (_o.c.id, _o.c.idempotency_key, _o.c.contact_id, _o.c.journey_id, _o.c.node,
+                    _o.c.shadow, _o.c.channel, _o.c.template, _o.c.payload, _o.c.attempts)
+
+
+@dataclass
+class DispatchReport:
+    """What one batch did."""
+
+    claimed: int = 0
+    sent: int = 0
+    shadowed: int = 0
+    cancelled: int = 0
+    retried: int = 0
+    """Failed and pending again, for a later attempt."""
+    dead: int = 0
+    lost: int = 0
+    """Claims that expired and were taken over before this dispatcher recorded them."""
+
+    def to_dict(self) -> dict[str, int]:
+        """JSON form."""
+        return asdict(self)
+
+
+@dataclass
+class _Prepared:
+    messages: list[Message]
+    failures: Outcomes
+    contents: dict[int, dict[str, Any]]
+
+
+_RECORD = (
+    sa.update(_o)
+    .where(_o.c.id == sa.bindparam("b_id"), _o.c.status == "sending",
+           _o.c.attempts == sa.bindparam("b_attempts"))
+    .values(
+        status=sa.bindparam("b_status"),
+        next_attempt_at=sa.bindparam("b_next"),
+        claimed_until=None,
+        last_error=sa.func.coalesce(sa.bindparam("b_error", type_=sa.Text), _o.c.last_error),
+        provider_ref=sa.func.coalesce(sa.bindparam("b_ref", type_=sa.String),
+                                      _o.c.provider_ref),
+        rendered=sa.bindparam("b_rendered", type_=_o.c.rendered.type),
+        sent_at=sa.func.coalesce(sa.bindparam("b_sent_at", type_=sa.BigInteger), _o.c.sent_at),
+    )
+)
+
+
+class Dispatcher:
+    """Claims due outbox rows and delivers them; records every outcome durably."""
+
+    def __init__(self, store: Store, clock: Clock, channels: ChannelRegistry,
+                 templates: TemplateService, policy: RetryPolicy, rng: random.Random,
+                 lease_ms: int = 120_000, *, interceptors: Sequence[Interceptor] | None = None,
+                 concurrency: int = 16, crash: CrashPoints | None = None) -> None:
+        if lease_ms < 1000:
+            raise ValueError(f"lease_ms must be at least 1000 so that a claim outlives its "
+                             f"sends, got {lease_ms}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.store = store
+        self.clock = clock
+        self.channels = channels
+        self.templates = templates
+        self.policy = policy
+        self.rng = rng
+        self.lease_ms = lease_ms
+        self.concurrency = concurrency
+        self.interceptors = list(default_interceptors(store) if interceptors is None
+                                 else interceptors)
+        self.crash = crash if crash is not None else CrashPoints.from_environment()
+        self.outbox = OutboxService(store, clock)
+        self._chain = build_chain(self.interceptors, self._deliver)
+
+    # --- one batch ------------------------------------------------------------------------
+
+    async def run_once(self, limit: int = 100) -> DispatchReport:
+        """Claim up to `limit` due rows, deliver them and record the outcomes."""
+        if not 1 <= limit <= MAX_BATCH:
+            raise ValueError(f"limit must be between 1 and {MAX_BATCH}, got {limit}")
+        claimed = await asyncio.to_thread(self._claim, self.clock.now_ms(), limit)
+        if not claimed:
+            return DispatchReport()
+        self.crash("dispatch.after_claim")
+        prepared = await asyncio.to_thread(self._prepare, claimed)
+        self.crash("dispatch.after_render")
+        try:
+            outcomes = await self._run_chain(prepared.messages)
+        finally:
+            await self.channels.end_batch()
+        outcomes.update(prepared.failures)
+        self.crash("dispatch.after_send")
+        return await asyncio.to_thread(self._record, claimed, outcomes, prepared.contents)
+
+    def _claim(self, now: int, limit: int) -> list[ClaimedRow]:
+        until = now + self.lease_ms
+        due = sa.and_(_o.c.status.in_(("pending", "sending")), _o.c.next_attempt_at <= now,
+                      sa.or_(_o.c.status == "pending", _o.c.claimed_until < now))
+        pick = sa.select(_o.c.id).where(due).order_by(_o.c.next_attempt_at, _o.c.id)
+        pick = pick.limit(limit)
+        if not self.store.is_sqlite:
+            # Concurrent dispatchers skip each other's rows instead of claiming them twice.
+            pick = pick.with_for_update(skip_locked=True)
+        # A claimed row's next_attempt_at is its claim expiry: the ready index finds it again.
+        claim = (sa.update(_o).where(_o.c.id.in_(pick.scalar_subquery()), due)
+                 .values(status="sending", attempts=_o.c.attempts + 1, claimed_until=until,
+                         next_attempt_at=until)
+                 .returning(*_CLAIMED_COLUMNS))
+
+        def work(conn: Connection) -> list[ClaimedRow]:
+            return [ClaimedRow(*row) for row in conn.execute(claim).all()]
+
+        return sorted(self.store.retry(work), key=lambda r: r.id)
+
+    def _prepare(self, claimed: Sequence[ClaimedRow]) -> _Prepared:
+        with self.store.read() as conn:
+            contacts = load_recipients(conn, {r.contact_id for r in claimed})
+            templates = load_templates(conn, {r.template for r in claimed if r.template})
+        prepared = _Prepared([], {}, {})
+        at = self.clock.now_ms()
+        renderer = self.templates.renderer
+        for row in claimed:
+            channel = self.channels.get(row.channel)
+            if channel is None:
+                prepared.failures[row.id] = Outcome.failed(ChannelError(
+                    row.channel, "this dispatcher has no such channel; configure it and "
+                    "replay the row", retryable=False))
+                continue
+            contact = contacts.get(row.contact_id)
+            if contact is None:
+                prepared.failures[row.id] = Outcome.cancelled(
+                    f"contact {row.contact_id} no longer exists")
+                continue
+            template = templates.get(row.template) if row.template else None
+            if row.template and template is None:
+                prepared.failures[row.id] = Outcome.failed(RenderFailed(
+                    row.template, "no template has this key; save it and replay the row"))
+                continue
+            payload = row.payload or {}
+            params: Mapping[str, Any] = payload.get("params") or {}
+            journey = payload.get("journey")
+            step = payload.get("step") or row.node
+            context = render_context(contact, payload.get("entry"), journey, step)
+            try:
+                content = renderer.compose(template=template, params=params,
+                                           text_fields=channel.text_fields, context=context,
+                                           inline_name=f"{journey or 'outbox'}.{step or row.id}")
+            except RenderFailed as exc:
+                prepared.failures[row.id] = Outcome.failed(exc)
+                continue
+            kind = channel.address_kind
+            address = contact.email if kind == "email" else contact.phone if kind else None
+            if address:
+                content = {"to": address, **content}
+            prepared.contents[row.id] = content
+            prepared.messages.append(Message(
+                outbox_id=row.id, key=row.key, channel=row.channel, contact=contact,
+                params=params, content=content, at_ms=at, attempt=row.attempts,
+                journey_id=row.journey_id, journey=journey, step=step, template=row.template,
+                shadow=row.shadow, address_kind=kind, address=address))
+        return prepared
+
+    async def _run_chain(self, messages: Sequence[Message]) -> Outcomes:
+        if not messages:
+            return {}
+        try:
+            return dict(await self._chain(messages))
+        except CadenzaError as exc:
+            # A rule could not be checked (the store was busy): nothing was sent by the
+            # chain's own decision, so try the whole batch again later.
+            logger.warning("interceptor chain failed for %d messages: %s", len(messages),
+                           exc.message)
+            failed = Outcome(OutcomeKind.FAILED, reason=exc.message, retryable=True)
+            return {m.outbox_id: failed for m in messages}
+
+    async def _deliver(self, messages: Sequence[Message]) -> Outcomes:
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(message: Message) -> tuple[int, Outcome]:
+            async with gate:
+                return message.outbox_id, await self._send(message)
+
+        return dict(await asyncio.gather(*(one(m) for m in messages)))
+
+    async def _send(self, message: Message) -> Outcome:
+        channel = self.channels.get(message.channel)
+        assert channel is not None  # checked in _prepare
+        try:
+            result = await channel.send(message)
+        except Undeliverable as exc:
+            return Outcome.cancelled(exc.message)
+        except CadenzaError as exc:
+            return Outcome.failed(exc)
+        except Exception as exc:
+            # A bug in a channel must not stop the batch; the row is retried, then dead.
+            logger.exception("channel %s raised on outbox row %d", message.channel,
+                             message.outbox_id)
+            return Outcome(OutcomeKind.FAILED, reason=f"{type(exc).__name__}: {exc}",
+                           retryable=True)
+        return Outcome.sent(result.provider_ref)
+
+    def _record(self, claimed: Sequence[ClaimedRow], outcomes: Outcomes,
+                contents: Mapping[int, dict[str, Any]]) -> DispatchReport:
+        now = self.clock.now_ms()
+        by_id = {row.id: row for row in claimed}
+
+        def work(conn: Connection) -> DispatchReport:
+            report = DispatchReport(claimed=len(claimed))
+            current = conn.execute(sa.select(_o.c.id, _o.c.status, _o.c.attempts)
+                                   .where(_o.c.id.in_(list(by_id))).with_for_update()).all()
+            ours = [by_id[i] for i, status, attempts in current
+                    if status == "sending" and attempts == by_id[i].attempts]
+            report.lost = len(claimed) - len(ours)
+            updates = [self._values(row, outcomes.get(row.id), contents.get(row.id), now,
+                                    report) for row in sorted(ours, key=lambda r: r.id)]
+            if updates:
+                conn.execute(_RECORD, updates)
+            self.crash("dispatch.before_commit")
+            return report
+
+        return self.store.retry(work)
+
+    def _values(self, row: ClaimedRow, outcome: Outcome | None,
+                content: dict[str, Any] | None, now: int,
+                report: DispatchReport) -> dict[str, Any]:
+        if outcome is None:  # not expected: every message gets an outcome
+            outcome = Outcome(OutcomeKind.FAILED, reason="no outcome was recorded",
+                              retryable=True)
+        values: dict[str, Any] = {"b_id": row.id, "b_attempts": row.attempts, "b_next": now,
+                                  "b_error": None, "b_ref": None, "b_rendered": content,
+                                  "b_sent_at": None}
+        if outcome.kind is OutcomeKind.SENT:
+            report.sent += 1
+            values.update(b_status="sent", b_ref=outcome.provider_ref, b_sent_at=now)
+        elif outcome.kind is OutcomeKind.SHADOWED:
+            report.shadowed += 1
+            values.update(b_status="shadowed")
+        elif outcome.kind is OutcomeKind.CANCELLED:
+            report.cancelled += 1
+            values.update(b_status="cancelled", b_error=outcome.reason)
+        elif outcome.retryable and not self.policy.exhausted(row.attempts):
+            report.retried += 1
+            delay = next_delay(self.policy, row.attempts, self.rng)
+            values.update(b_status="pending", b_next=now + delay, b_error=outcome.reason)
+        else:
+            report.dead += 1
+            reason = outcome.reason or "failed"
+            if outcome.retryable:
+                reason += f" (gave up after {row.attempts} attempts)"
+            values.update(b_status="dead", b_error=reason)
+        return values
+
+    # --- the server loop ------------------------------------------------------------------
+
+    async def run_forever(self, stop: asyncio.Event, wake: asyncio.Event, *, limit: int = 100,
+                          idle_ms: int = 30_000, floor_ms: int = 50,
+                          error_backoff_ms: int = 1000) -> None:
+        """Dispatch until `stop` is set: a full batch is followed at once by the next;
+        otherwise sleep until the next row is due, `wake` is set (new rows, a replay) or
+        `idle_ms` passes. Never polls faster than every `floor_ms`."""
+        try:
+            while not stop.is_set():
+                wake.clear()
+                try:
+                    report = await self.run_once(limit)
+                    if report.claimed >= limit:
+                        await asyncio.sleep(0)
+                        continue
+                    due = await asyncio.to_thread(self.outbox.next_due_at)
+                    delay = idle_ms if due is None else due - self.clock.now_ms()
+                except CadenzaError as exc:
+                    logger.warning("dispatch failed; next try in %d ms: %s", error_backoff_ms,
+                                   exc.message)
+                    delay = error_backoff_ms
+                await _wait_any((stop, wake), min(idle_ms, max(floor_ms, delay)) / 1000)
+        finally:
+            await self.channels.close()
+
+    async def close(self) -> None:
+        """Close every channel (connection pools)."""
+        await self.channels.close()
+
+    # --- dead letters ---------------------------------------------------------------------
+
+    def dead_letters(self, limit: int = 50, cursor: str | None = None) -> Page:
+        """Dead rows, newest first."""
+        return self.outbox.dead_letters(limit, cursor)
+
+    def inspect(self, outbox_id: int) -> dict[str, Any]:
+        """One row with its payload, rendered content and last error."""
+        return self.outbox.inspect(outbox_id)
+
+    def replay(self, ids: Iterable[int]) -> ReplayReport:
+        """Dead rows back to pending with attempts reset; other rows unchanged (reported)."""
+        return self.outbox.replay(ids)
+
+
+def load_recipients(conn: Connection, ids: Iterable[int]) -> dict[int, Recipient]:
+    """Contacts by the ids outbox rows name, following merges to the surviving contact; one
+    statement per merge hop (normally one in all)."""
+    columns = (_c.c.id, _c.c.email, _c.c.phone, _c.c.user_id, _c.c.attributes,
+               _c.c.timezone, _c.c.locale, _c.c.merged_into)
+    found: dict[int, Recipient] = {}
+    looking = {i: i for i in ids}  # id named by the row -> id to read now
+    for _ in range(MAX_MERGE_HOPS):
+        if not looking:
+            break
+        rows = {row[0]: row for row in conn.execute(
+            sa.select(*columns).where(_c.c.id.in_(sorted(set(looking.values()))))).all()}
+        following: dict[int, int] = {}
+        for named, current in looking.items():
+            row = rows.get(current)
+            if row is None:
+                continue
+            if row[7] is not None:
+                following[named] = int(row[7])
+            else:
+                found[named] = Recipient(int(row[0]), row[1], row[2], row[3], row[4] or {},
+                                         row[5], row[6])
+        looking = following
+    return found
+
+
+async def _wait_any(events: Sequence[asyncio.Event], timeout_s: float) -> None:
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+
+
+def dispatcher_from_settings(store: Store, clock: Clock, settings: Any) -> Dispatcher:
+    """A live dispatcher: the channels configured by the settings (`smtp_*`), the default
+    retry policy."""
+    from cadenza.channels import ChannelDeps, ChannelRegistry, SmtpOptions, TemplateService
+    from cadenza.errors import ConfigError
+
+    try:
+        smtp = SmtpOptions.from_settings(settings)
+    except ValueError as exc:
+        raise ConfigError("CADENZA_SMTP_*", str(exc)) from None
+    channels = ChannelRegistry.build(ChannelDeps(store, clock, smtp=smtp))
+    return Dispatcher(store, clock, channels, TemplateService(store, clock), RetryPolicy(),
+                      random.Random())

@@ -1,0 +1,142 @@
+"""The email channel against a real SMTP server (aiosmtpd) on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from cadenza.channels import ChannelError, Message, Recipient, SmtpOptions, Undeliverable
+from cadenza.channels.email import EmailChannel, message_id
+from cadenza.channels.registry import check_params
+from cadenza.errors import ValidationFailed
+from tests.channels.servers import SmtpSink, free_port
+from tests.channels.support import smtp
+
+__all__ = ["smtp"]
+
+
+def message(key: str, to: str | None = "ada@example.com", **content: Any) -> Message:
+    return Message(outbox_id=1, key=key, channel="email", contact=Recipient(3, email=to),
+                   params={}, content={"subject": "Welcome", "body": "Hello Ada", **content},
+                   at_ms=1_767_225_600_000, address_kind="email", address=to)
+
+
+def channel(sink: SmtpSink, **options: Any) -> EmailChannel:
+    return EmailChannel(SmtpOptions(host="127.0.0.1", port=sink.port, timeout_s=5, **options))
+
+
+def run_batch(chan: EmailChannel, messages: list[Message]) -> list[str | None]:
+    async def go() -> list[str | None]:
+        try:
+            return [(await chan.send(m)).provider_ref for m in messages]
+        finally:
+            await chan.end_batch()
+
+    return asyncio.run(go())
+
+
+def test_message_id_derives_from_the_key() -> None:
+    assert message_id("k-1") == message_id("k-1")
+    assert message_id("k-1") != message_id("k-2")
+    assert message_id("k-1", "mail.example.com").endswith("@mail.example.com>")
+    assert len(message_id("k-1").split("@")[0]) == 33  # '<' and 32 hex digits
+
+
+def test_sends_a_batch_over_one_connection(smtp: SmtpSink) -> None:
+    chan = channel(smtp, from_address="News <news@example.com>")
+    refs = run_batch(chan, [message(f"k-{i}", f"p{i}@example.com") for i in range(5)])
+    assert smtp.connections == 1
+    assert chan.connections_opened == 1
+    assert [m.rcpt for m in smtp.mails] == [f"p{i}@example.com" for i in range(5)]
+    assert refs == [message_id(f"k-{i}") for i in range(5)]
+    first = smtp.mails[0].mime
+    assert first["From"] == "News <news@example.com>"
+    assert first["Subject"] == "Welcome"
+    assert first["X-Cadenza-Key"] == "k-0"
+    assert first.get_content_type() == "text/plain"
+
+
+def test_html_bodies_go_as_html(smtp: SmtpSink) -> None:
+    run_batch(channel(smtp), [message("k-h", body="<p>Hi</p>", html=True)])
+    assert smtp.mails[0].mime.get_content_type() == "text/html"
+
+
+def test_a_retry_after_451_carries_the_same_message_id(smtp: SmtpSink) -> None:
+    smtp.data_replies["ada@example.com"] = ["451 4.3.0 try again later"]
+    chan = channel(smtp)
+    with pytest.raises(ChannelError) as caught:
+        run_batch(chan, [message("k-retry")])
+    assert caught.value.retryable
+    assert "451" in caught.value.message
+    run_batch(chan, [message("k-retry")])
+    assert [m.message_id for m in smtp.mails] == [message_id("k-retry")]
+
+
+def test_a_failure_mid_batch_keeps_the_connection(smtp: SmtpSink) -> None:
+    smtp.data_replies["b@example.com"] = ["452 4.3.1 mailbox full"]
+    chan = channel(smtp)
+
+    async def go() -> list[bool]:
+        results = []
+        for to in ("a@example.com", "b@example.com", "c@example.com"):
+            try:
+                await chan.send(message(f"k-{to}", to))
+                results.append(True)
+            except ChannelError:
+                results.append(False)
+        await chan.end_batch()
+        return results
+
+    assert asyncio.run(go()) == [True, False, True]
+    assert smtp.connections == 1
+
+
+def test_permanent_refusals_are_not_retried(smtp: SmtpSink) -> None:
+    smtp.rcpt_replies["gone@example.com"] = "550 5.1.1 no such user"
+    with pytest.raises(ChannelError, match="550") as caught:
+        run_batch(channel(smtp), [message("k-gone", "gone@example.com")])
+    assert not caught.value.retryable
+    smtp.data_replies["spam@example.com"] = ["554 5.7.1 rejected as spam"]
+    with pytest.raises(ChannelError, match="554") as data:
+        run_batch(channel(smtp), [message("k-spam", "spam@example.com")])
+    assert not data.value.retryable
+
+
+def test_an_unreachable_server_is_retryable() -> None:
+    chan = EmailChannel(SmtpOptions(host="127.0.0.1", port=free_port(), timeout_s=2))
+    with pytest.raises(ChannelError) as caught:
+        run_batch(chan, [message("k-1")])
+    assert caught.value.retryable
+
+
+def test_no_address_is_undeliverable(smtp: SmtpSink) -> None:
+    with pytest.raises(Undeliverable, match="no email address"):
+        run_batch(channel(smtp), [message("k-none", None)])
+    assert smtp.connections == 0
+
+
+def test_header_injection_is_impossible(smtp: SmtpSink) -> None:
+    run_batch(channel(smtp), [message("k-inj", subject="Hi\r\nBcc: all@example.com")])
+    mime = smtp.mails[0].mime
+    assert mime["Bcc"] is None
+    assert [m.rcpt for m in smtp.mails] == ["ada@example.com"]
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        SmtpOptions(starttls=True, implicit_tls=True)
+    with pytest.raises(ValueError, match="user name and a password"):
+        SmtpOptions(username="u")
+    with pytest.raises(ValueError, match="port"):
+        SmtpOptions(port=0)
+
+
+def test_publish_time_checks() -> None:
+    check_params("email", {"reply_to": "help@example.com"}, "s")
+    with pytest.raises(ValidationFailed, match="did you mean 'subject'"):
+        check_params("email", {"subjet": "x"}, "s")
+    with pytest.raises(ValidationFailed, match="did you mean 'email'") as caught:
+        check_params("e-mail", {}, "s", channel_field="steps.s.channel")
+    assert caught.value.field == "steps.s.channel"
