@@ -47,6 +47,22 @@ class Settings(BaseSettings):
     key_cache_seconds: float = Field(
         default=2.0, ge=0, description="How long a checked API key is trusted before re-reading."
     )
+    smtp_host: str = Field(default="localhost", description="SMTP server for email.")
+    smtp_port: int = Field(default=25, ge=1, le=65535, description="SMTP port.")
+    smtp_starttls: bool = Field(default=False, description="Upgrade with STARTTLS.")
+    smtp_implicit_tls: bool = Field(default=False, description="TLS from the start (465).")
+    smtp_username: str | None = Field(default=None, description="SMTP login, if any.")
+    smtp_password: str | None = Field(default=None, description="SMTP password, if any.")
+    smtp_from_address: str = Field(default="Cadenza <noreply@cadenza.local>",
+                                   description="From: of email without its own sender.")
+    smtp_timeout_s: float = Field(default=30.0, gt=0, description="SMTP timeout, seconds.")
+    smtp_message_id_domain: str = Field(default="cadenza.local",
+                                        description="Domain part of generated Message-IDs.")
+    engine: bool = Field(
+        default=True,
+        description="Run the journey engine and the outbox dispatcher inside `cadenza serve` "
+        "(turn off for API-only processes when workers run elsewhere).",
+    )
 
     @field_validator("database_url")
     @classmethod

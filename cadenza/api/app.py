@@ -11,14 +11,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from cadenza import __version__
-from cadenza.api import admin, errors, imports, ingest
+from cadenza.api import admin, errors, imports, ingest, journeys, outbox, runs
 from cadenza.api.context import AppContext
 from cadenza.api.responses import JSON
 from cadenza.clock import Clock, SystemClock
 from cadenza.contacts import ContactService
+from cadenza.engine import EngineRunner
+from cadenza.engine.dispatch import dispatcher_from_settings
 from cadenza.errors import CadenzaError
 from cadenza.events import BatchingWriter, EventService, IngestLimits
 from cadenza.governance import KeyChecker
+from cadenza.journeys import JourneyService
 from cadenza.settings import Settings
 from cadenza.store import Store
 
@@ -38,6 +41,7 @@ def build_context(settings: Settings, store: Store | None = None,
         contacts=ContactService(store, clock),
         keys=KeyChecker(store, settings.secret_key, settings.key_cache_seconds),
         writer=BatchingWriter(events),
+        journeys=JourneyService(store, clock),
     )
 
 
@@ -58,6 +62,21 @@ def create_app(settings: Settings, store: Store | None = None,
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        dispatching: asyncio.Task[None] | None = None
+        stop_dispatch = asyncio.Event()
+        if ctx.settings.engine:
+            loop = asyncio.get_running_loop()
+            dispatcher = dispatcher_from_settings(ctx.store, ctx.clock, ctx.settings)
+            wake_dispatch = asyncio.Event()
+
+            def outbox_written() -> None:  # called on the engine's thread
+                loop.call_soon_threadsafe(wake_dispatch.set)
+
+            ctx.runner = EngineRunner(ctx.store, ctx.clock, on_outbox=outbox_written)
+            ctx.events.after_commit.append(ctx.runner.wake)
+            ctx.runner.start()
+            dispatching = asyncio.create_task(dispatcher.run_forever(stop_dispatch,
+                                                                     wake_dispatch))
         await ctx.writer.start()
         checkpointer = asyncio.create_task(_checkpoint_forever(ctx.store))
         # Everything built so far lives as long as the process: keep the garbage collector
@@ -70,6 +89,11 @@ def create_app(settings: Settings, store: Store | None = None,
             with contextlib.suppress(asyncio.CancelledError):
                 await checkpointer
             await ctx.writer.stop()
+            if ctx.runner is not None:
+                await asyncio.to_thread(ctx.runner.stop)
+            if dispatching is not None:
+                stop_dispatch.set()
+                await dispatching
 
     app = FastAPI(
         title="Cadenza",
@@ -88,6 +112,9 @@ def create_app(settings: Settings, store: Store | None = None,
     app.include_router(ingest.router)
     app.include_router(admin.router)
     app.include_router(imports.router)
+    app.include_router(outbox.router)
+    app.include_router(journeys.router)
+    app.include_router(runs.router)
 
     @app.get("/health", tags=["operations"])
     def health() -> dict[str, object]:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from fastapi import Request
 
+from cadenza.channels import OutboxService, TemplateService
 from cadenza.clock import Clock
 from cadenza.contacts import ContactService
+from cadenza.engine import Engine, EngineRunner
 from cadenza.events import BatchingWriter, EventService
 from cadenza.governance import KeyChecker
+from cadenza.journeys import JourneyService
 from cadenza.settings import Settings
 from cadenza.store import Store
 
@@ -25,6 +29,24 @@ class AppContext:
     contacts: ContactService
     keys: KeyChecker
     writer: BatchingWriter
+    journeys: JourneyService
+    runner: EngineRunner | None = None
+    """The engine thread of this process (None when the settings turn it off)."""
+
+    @cached_property
+    def engine(self) -> Engine:
+        """The engine, for API entries (works with or without the runner thread)."""
+        return self.runner.engine if self.runner is not None else Engine(self.store, self.clock)
+
+    @cached_property
+    def outbox(self) -> OutboxService:
+        """Outbox rows: list, inspect, replay."""
+        return OutboxService(self.store, self.clock)
+
+    @cached_property
+    def templates(self) -> TemplateService:
+        """Message templates."""
+        return TemplateService(self.store, self.clock)
 
 
 def context(request: Request) -> AppContext:

@@ -10,8 +10,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cadenza.cli import data, ops
+from cadenza.cli import data, journeys, ops, outbox
 from cadenza.cli.common import close_stores_after_commands, console, load_settings, open_store
+from cadenza.cli.simulate import simulate
 from cadenza.errors import CadenzaError
 
 app = typer.Typer(
@@ -27,6 +28,9 @@ app.add_typer(data.contacts, name="contacts")
 app.add_typer(data.events, name="events")
 app.add_typer(data.fields, name="fields")
 app.add_typer(data.suppressions, name="suppressions")
+outbox.register(app)
+app.add_typer(journeys.app, name="journeys")
+app.command()(simulate)
 
 
 @app.command()

@@ -19,6 +19,7 @@ from cadenza.engine.catalog import Catalog, Target
 from cadenza.engine.nodes import KINDS
 from cadenza.engine.runs import Effects, Run
 from cadenza.errors import Conflict
+from cadenza.events import lock_event_log
 from cadenza.journeys.spec import END, EXIT
 from cadenza.segments import Facts, Needs, load_facts
 from cadenza.store import allocate_ids, dumps, insert_rows, loads, schema, select_in
@@ -294,9 +295,7 @@ class Batch:
                 f"DELETE FROM contact_tags WHERE contact_id = {mark} AND tag = {mark}",
                 effects.tags_remove)
         if effects.events:
-            if conn.dialect.name == "postgresql":
-                # The ingestion lock: event ids must commit in order for the engine's cursor.
-                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4242001)")
+            lock_event_log(conn)  # event ids must commit in order for the engine's cursor
             insert_rows(conn, schema.events, (
                 "message_id", "contact_id", "type", "name", "properties", "context", "source",
                 "timestamp", "received_at"), [

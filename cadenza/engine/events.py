@@ -54,12 +54,21 @@ def apply_events(batch: Batch, parts: Sequence[int], limit: int) -> int:
     positions = _positions(batch, parts)
     low = min(positions.values())
     mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    catalog = batch.catalog
+    if not (catalog.entry_events or catalog.entry_attributes or catalog.waited_events
+            or catalog.goals):
+        # No journey listens to events: move the cursors to the end of the log unread.
+        top = int(conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM events").scalar_one())
+        if top > low:
+            conn.exec_driver_sql(
+                f"UPDATE engine_cursors SET position = {mark}, updated_at = {mark} "
+                f"WHERE name = {mark}", [(top, batch.now, f"events:{p}") for p in parts])
+        return 0
     rows = conn.exec_driver_sql(
         f"SELECT id, contact_id, type, name, properties FROM events WHERE id > {mark} "
         f"ORDER BY id LIMIT {int(limit)}", (low,)).all()
     if not rows:
         return 0
-    catalog = batch.catalog
     held = set(parts)
     events: list[Event] = []
     for eid, cid, etype, name, props in rows:

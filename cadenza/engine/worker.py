@@ -12,6 +12,7 @@ until the next due row, never longer than `idle_ms`.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -30,6 +31,8 @@ from cadenza.engine.leases import LeaseLost, Leases
 from cadenza.engine.schedule import scan_entries
 from cadenza.errors import Conflict, NotFound, StoreBusy, ValidationFailed
 from cadenza.store import Store, select_in
+
+log = logging.getLogger("cadenza.engine")
 
 
 @dataclass
@@ -248,6 +251,10 @@ class Engine:
                     report = self.run_once()
                 except (LeaseLost, StoreBusy, Conflict):
                     report = PassReport()
+                except Exception:  # a bug must not stop every journey: log, back off, retry
+                    log.exception("engine round failed; retrying in %d ms", idle_ms)
+                    wake.wait(idle_ms / 1000)
+                    continue
                 if report.events or report.runs:
                     continue
                 nxt = self.next_wake()

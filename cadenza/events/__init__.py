@@ -10,7 +10,13 @@ from cadenza.events.segment import (
     BatchRequest,
     Rejection,
 )
-from cadenza.events.service import EventService, IngestLimits, IngestRequest, IngestResult
+from cadenza.events.service import (
+    EventService,
+    IngestLimits,
+    IngestRequest,
+    IngestResult,
+    lock_event_log,
+)
 from cadenza.events.writer import BatchingWriter
 
 __all__ = [
@@ -30,4 +36,5 @@ __all__ = [
     "RowError",
     "import_contacts",
     "list_events",
+    "lock_event_log",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +91,16 @@ class _Pending:
     changes: dict[str, Any] = field(default_factory=dict)
 
 
+EVENT_LOG_LOCK = 4242001
+
+
+def lock_event_log(conn: Connection) -> None:
+    """On PostgreSQL, take the one lock under which events are written, so that event ids
+    commit in order (the engine reads the log by id). SQLite has one writer anyway."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({EVENT_LOG_LOCK})"))
+
+
 class EventService:
     """Stores events from the Segment API, CSV sources and Cadenza itself."""
 
@@ -98,6 +108,8 @@ class EventService:
         self.store = store
         self.clock = clock
         self.limits = limits or IngestLimits()
+        self.after_commit: list[Callable[[], None]] = []
+        """Called after every commit that stored events (the engine's wake-up)."""
 
     def ingest(
         self,
@@ -127,6 +139,8 @@ class EventService:
                     pending.append(_Pending(number, checked, request.source))
         if pending:
             self.store.retry(lambda conn: self._store(conn, pending, received_at))
+            for listener in self.after_commit:
+                listener()
         for item in pending:
             result = results[item.request]
             if isinstance(item.outcome, int):
@@ -193,10 +207,9 @@ class EventService:
     def _store(self, conn: Connection, pending: list[_Pending], received_at: int) -> None:
         for item in pending:
             item.outcome = None
-        if conn.dialect.name == "postgresql":
-            # One ingesting writer at a time keeps identity resolution race-free (SQLite gets
-            # the same from BEGIN IMMEDIATE).
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(4242001)"))
+        # One ingesting writer at a time keeps identity resolution race-free (SQLite gets the
+        # same from BEGIN IMMEDIATE) and event ids in commit order.
+        lock_event_log(conn)
         registry = FieldRegistry.load(conn)
         company_fields = FieldRegistry.load(conn, "company")
         checked: list[_Pending] = []

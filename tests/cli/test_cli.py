@@ -100,8 +100,8 @@ def test_db_upgrade_on_an_empty_database(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("CADENZA_DATABASE_URL", f"sqlite:///{tmp_path / 'fresh.db'}")
     monkeypatch.setenv("CADENZA_SECRET_KEY", SECRET)
     assert "empty" in run("db", "current")
-    assert "Database at 0001" in run("db", "upgrade")
-    assert "0001" in run("db", "current")
+    assert "Database at 0002" in run("db", "upgrade")
+    assert "0002" in run("db", "current")
 
 
 def test_show_explains_merges(env: dict[str, str], store_url: str) -> None:

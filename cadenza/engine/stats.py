@@ -1,0 +1,86 @@
+"""Journey statistics and a contact's journey history, read from the engine's tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from cadenza.errors import NotFound
+from cadenza.store import loads
+
+
+def journey_stats(conn: Connection, key: str) -> dict[str, Any]:
+    """Per version (live and shadow apart): each step's entered, left and waiting counts,
+    each edge's count, conversions per goal, and enrollments by status."""
+    row = conn.exec_driver_sql("SELECT id FROM journeys WHERE key = " + _mark(conn),
+                               (key,)).first()
+    if row is None:
+        raise NotFound("journey", key)
+    jid = row[0]
+    versions: dict[tuple[int, bool], dict[str, Any]] = {}
+
+    def version(vid: int, shadow: bool) -> dict[str, Any]:
+        return versions.setdefault((vid, bool(shadow)), {
+            "version_id": vid, "shadow": bool(shadow), "steps": {}, "edges": [],
+            "conversions": {}, "enrollments": {}})
+
+    m = _mark(conn)
+    for vid, shadow, node, entered, departed in conn.exec_driver_sql(
+            "SELECT s.version_id, s.shadow, s.node, s.entered, s.departed FROM "
+            "journey_step_stats s JOIN journey_versions v ON v.id = s.version_id "
+            f"WHERE v.journey_id = {m} ORDER BY s.node", (jid,)):
+        version(vid, shadow)["steps"][node] = {
+            "entered": int(entered), "left": int(departed),
+            "here": int(entered) - int(departed)}
+    for vid, shadow, source, target, count in conn.exec_driver_sql(
+            "SELECT e.version_id, e.shadow, e.source, e.target, e.count FROM "
+            "journey_edge_stats e JOIN journey_versions v ON v.id = e.version_id "
+            f"WHERE v.journey_id = {m} ORDER BY e.source, e.target", (jid,)):
+        version(vid, shadow)["edges"].append({"from": source, "to": target,
+                                              "count": int(count)})
+    for vid, shadow, goal, count in conn.exec_driver_sql(
+            "SELECT version_id, shadow, goal, count(*) FROM conversions "
+            f"WHERE journey_id = {m} GROUP BY version_id, shadow, goal", (jid,)):
+        version(vid, shadow)["conversions"][goal] = int(count)
+    for vid, shadow, status, count in conn.exec_driver_sql(
+            "SELECT version_id, shadow, status, count(*) FROM enrollments "
+            f"WHERE journey_id = {m} GROUP BY version_id, shadow, status", (jid,)):
+        version(vid, shadow)["enrollments"][status] = int(count)
+    numbers = {int(vid): int(number) for vid, number in conn.exec_driver_sql(
+        f"SELECT id, number FROM journey_versions WHERE journey_id = {m}", (jid,))}
+    out = []
+    for (vid, _shadow), data in sorted(versions.items()):
+        data["number"] = numbers.get(vid)
+        out.append(data)
+    return {"journey": key, "versions": out}
+
+
+def contact_journeys(conn: Connection, contact_id: int, limit: int = 50) -> list[dict[str, Any]]:
+    """A contact's enrollments, newest first, each with every pass it went through: the
+    steps, their outcomes and the values each decision saw."""
+    m = _mark(conn)
+    rows = conn.exec_driver_sql(
+        "SELECT e.id, j.key, v.number, e.shadow, e.node, e.status, e.wake_at, e.entered_at, "
+        "e.ended_at, e.outcome FROM enrollments e JOIN journeys j ON j.id = e.journey_id "
+        "JOIN journey_versions v ON v.id = e.version_id "
+        f"WHERE e.contact_id = {m} ORDER BY e.id DESC LIMIT {int(limit)}",
+        (contact_id,)).all()
+    out: list[dict[str, Any]] = []
+    for eid, key, number, shadow, node, status, wake_at, entered, ended, outcome in rows:
+        history = [
+            {"at": int(at), "cause": cause, "steps": [
+                {"step": s[0], "outcome": s[1], **({"details": s[2]} if len(s) > 2 else {})}
+                for s in loads(steps)]}
+            for at, cause, steps in conn.exec_driver_sql(
+                "SELECT at, cause, steps FROM journey_history "
+                f"WHERE enrollment_id = {m} ORDER BY seq", (eid,))]
+        out.append({"enrollment_id": eid, "journey": key, "version": number,
+                    "shadow": bool(shadow), "step": node, "status": status,
+                    "wake_at": wake_at, "entered_at": entered, "ended_at": ended,
+                    "outcome": outcome, "history": history})
+    return out
+
+
+def _mark(conn: Connection) -> str:
+    return "%s" if conn.dialect.name == "postgresql" else "?"
