@@ -246,7 +246,7 @@ class Simulation:
 
                 path = out.setdefault(int(cid), [])
                 for step in loads(steps):
-                    if step[1] != "wait" or not path or path[-1] != step[0]:
+                    if not path or path[-1] != step[0]:  # a wait and its end: one visit
                         path.append(step[0])
         return out
 
