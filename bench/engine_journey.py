@@ -23,29 +23,8 @@ from cadenza.engine.simulate import Behaviour, Simulation
 from cadenza.journeys import compile_definition, load_journey
 from cadenza.store import Store, upgrade
 
-REFERENCE = """
-journey: reference
-entry: {event: signed_up}
-steps:
-  - id: welcome
-    send: {channel: log, template: welcome}
-  - {id: settle, wait: 2d}
-  - id: by-plan
-    branch:
-      - {when: {attr: plan, eq: pro}, goto: pro-tips}
-      - {goto: basics}
-  - id: pro-tips
-    send: {channel: log, template: pro-tips}
-    goto: wait-buy
-  - id: basics
-    send: {channel: log, template: basics}
-  - id: wait-buy
-    wait_for: {event: purchased, timeout: 3d}
-    on_event: end
-    on_timeout: last-chance
-  - id: last-chance
-    send: {channel: log, template: last-chance}
-"""
+REFERENCE = (Path(__file__).parents[1] / "docs" / "examples" / "reference-journey.yaml"
+             ).read_text(encoding="utf-8")
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,29 +16,9 @@ from cadenza.store import Store, dumps, insert_rows, schema
 
 DAY = 86_400_000
 
-REFERENCE = """
-journey: reference
-entry: {event: signed_up}
-steps:
-  - id: welcome
-    send: {channel: log, template: welcome}
-  - {id: settle, wait: 2d}
-  - id: by-plan
-    branch:
-      - {when: {attr: plan, eq: pro}, goto: pro-tips}
-      - {goto: basics}
-  - id: pro-tips
-    send: {channel: log, template: pro-tips}
-    goto: wait-buy
-  - id: basics
-    send: {channel: log, template: basics}
-  - id: wait-buy
-    wait_for: {event: purchased, timeout: 3d}
-    on_event: end
-    on_timeout: last-chance
-  - id: last-chance
-    send: {channel: log, template: last-chance}
-"""
+REFERENCE = (Path(__file__).parents[2] / "docs" / "examples" / "reference-journey.yaml"
+             ).read_text(encoding="utf-8")
+"""The reference journey of issue 4."""
 
 
 def insert_live_journey(store: Store, clock: FakeClock, text: str) -> int:
