@@ -65,6 +65,7 @@ class Batch:
         self.effects = Effects(now)
         self.runs: list[Run] = []
         self._zones: dict[int, str | None] = {}
+        self._next_id: int | None = None
 
     # --- StepContext ---------------------------------------------------------------------
 
@@ -144,7 +145,7 @@ class Batch:
             if entry_key is not None:
                 keys.add((cid, entry_key))
             admitted.append((cid, context, entry_key, after))
-        new_ids = allocate_ids(self.conn, schema.enrollments, len(admitted))
+        new_ids = self._allocate(len(admitted))
         runs = []
         first = spec.first
         for rid, (cid, context, entry_key, after) in zip(new_ids, admitted, strict=True):
@@ -158,6 +159,17 @@ class Batch:
             runs.append(run)
         self.runs.extend(runs)
         return runs
+
+    def _allocate(self, count: int) -> list[int]:
+        """Ids for new enrollments. On SQLite `allocate_ids` reads max(id), which does not
+        see the runs this pass has not written yet: continue from the last id handed out."""
+        if self.conn.dialect.name != "sqlite":
+            return allocate_ids(self.conn, schema.enrollments, count)
+        if self._next_id is None:
+            self._next_id = allocate_ids(self.conn, schema.enrollments, 1)[0]
+        first = self._next_id
+        self._next_id += count
+        return list(range(first, first + count))
 
     def load(self, runs: list[Run]) -> None:
         """Take runs loaded from rows into this pass (they will be written back)."""
