@@ -16,8 +16,7 @@ from cadenza.api.context import AppContext
 from cadenza.api.responses import JSON
 from cadenza.clock import Clock, SystemClock
 from cadenza.contacts import ContactService
-from cadenza.engine import EngineRunner
-from cadenza.engine.dispatch import dispatcher_from_settings
+from cadenza.engine import EngineRunner, run_worker
 from cadenza.errors import CadenzaError
 from cadenza.events import BatchingWriter, EventService, IngestLimits
 from cadenza.governance import KeyChecker
@@ -62,21 +61,23 @@ def create_app(settings: Settings, store: Store | None = None,
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        dispatching: asyncio.Task[None] | None = None
-        stop_dispatch = asyncio.Event()
+        working: asyncio.Task[None] | None = None
+        stop_working = asyncio.Event()
         if ctx.settings.engine:
-            loop = asyncio.get_running_loop()
-            dispatcher = dispatcher_from_settings(ctx.store, ctx.clock, ctx.settings)
-            wake_dispatch = asyncio.Event()
+            ready = asyncio.Event()
 
-            def outbox_written() -> None:  # called on the engine's thread
-                loop.call_soon_threadsafe(wake_dispatch.set)
+            def started(runner: EngineRunner) -> None:
+                ctx.runner = runner
+                ctx.events.after_commit.append(runner.wake)
+                ready.set()
 
-            ctx.runner = EngineRunner(ctx.store, ctx.clock, on_outbox=outbox_written)
-            ctx.events.after_commit.append(ctx.runner.wake)
-            ctx.runner.start()
-            dispatching = asyncio.create_task(dispatcher.run_forever(stop_dispatch,
-                                                                     wake_dispatch))
+            working = asyncio.create_task(run_worker(ctx.store, ctx.clock, ctx.settings,
+                                                     stop_working, started=started))
+            waiting = asyncio.create_task(ready.wait())
+            await asyncio.wait({working, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            if working.done():  # the engine could not start: say why, do not serve
+                waiting.cancel()
+                working.result()
         await ctx.writer.start()
         checkpointer = asyncio.create_task(_checkpoint_forever(ctx.store))
         # Everything built so far lives as long as the process: keep the garbage collector
@@ -89,11 +90,9 @@ def create_app(settings: Settings, store: Store | None = None,
             with contextlib.suppress(asyncio.CancelledError):
                 await checkpointer
             await ctx.writer.stop()
-            if ctx.runner is not None:
-                await asyncio.to_thread(ctx.runner.stop)
-            if dispatching is not None:
-                stop_dispatch.set()
-                await dispatching
+            if working is not None:
+                stop_working.set()
+                await working
 
     app = FastAPI(
         title="Cadenza",

@@ -13,6 +13,7 @@ from rich.console import Console
 from cadenza.cli import data, journeys, ops, outbox
 from cadenza.cli.common import close_stores_after_commands, console, load_settings, open_store
 from cadenza.cli.simulate import simulate
+from cadenza.cli.worker import worker
 from cadenza.errors import CadenzaError
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app.add_typer(data.suppressions, name="suppressions")
 outbox.register(app)
 app.add_typer(journeys.app, name="journeys")
 app.command()(simulate)
+app.command()(worker)
 
 
 @app.command()

@@ -39,11 +39,22 @@ def ensure_cursors(conn: Connection, parts: Iterable[int], now: int) -> None:
 
 
 def _positions(batch: Batch, parts: Sequence[int]) -> dict[int, int]:
-    ensure_cursors(batch.conn, parts, batch.now)
     names = [f"events:{p}" for p in parts]
-    rows = select_in(batch.conn, "SELECT name, position FROM engine_cursors WHERE name IN "
-                     "({marks})", names)
+    sql = "SELECT name, position FROM engine_cursors WHERE name IN ({marks})"
+    rows = select_in(batch.conn, sql, names, chunk=len(names))
+    if len(rows) < len(names):
+        ensure_cursors(batch.conn, parts, batch.now)
+        rows = select_in(batch.conn, sql, names, chunk=len(names))
     return {int(name.split(":", 1)[1]): int(pos) for name, pos in rows}
+
+
+def _move_cursors(batch: Batch, parts: Sequence[int], position: int) -> None:
+    """Every cursor of `parts` to `position`, in one statement."""
+    mark = "%s" if batch.conn.dialect.name == "postgresql" else "?"
+    batch.conn.exec_driver_sql(
+        f"UPDATE engine_cursors SET position = {mark}, updated_at = {mark} WHERE name IN "
+        f"({', '.join([mark] * len(parts))})",
+        (position, batch.now, *[f"events:{p}" for p in parts]))
 
 
 def apply_events(batch: Batch, parts: Sequence[int], limit: int) -> int:
@@ -60,9 +71,7 @@ def apply_events(batch: Batch, parts: Sequence[int], limit: int) -> int:
         # No journey listens to events: move the cursors to the end of the log unread.
         top = int(conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM events").scalar_one())
         if top > low:
-            conn.exec_driver_sql(
-                f"UPDATE engine_cursors SET position = {mark}, updated_at = {mark} "
-                f"WHERE name = {mark}", [(top, batch.now, f"events:{p}") for p in parts])
+            _move_cursors(batch, parts, top)
         return 0
     rows = conn.exec_driver_sql(
         f"SELECT id, contact_id, type, name, properties FROM events WHERE id > {mark} "
@@ -82,10 +91,7 @@ def apply_events(batch: Batch, parts: Sequence[int], limit: int) -> int:
     if events:
         _enter(batch, events)
         _wake_and_convert(batch, events)
-    last = rows[-1][0]
-    conn.exec_driver_sql(
-        f"UPDATE engine_cursors SET position = {mark}, updated_at = {mark} WHERE name = {mark}",
-        [(last, batch.now, f"events:{p}") for p in parts])
+    _move_cursors(batch, parts, rows[-1][0])
     return len(rows)
 
 

@@ -7,9 +7,11 @@ interval; `on_outbox` is told when a pass wrote outbox rows (the dispatcher's wa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from cadenza.clock import Clock
 from cadenza.engine.worker import Engine, PassReport
@@ -57,3 +59,33 @@ class EngineRunner:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+
+
+async def run_worker(store: Store, clock: Clock, settings: Any, stop: asyncio.Event,
+                     *, dispatch: bool = True,
+                     started: Callable[[EngineRunner], None] | None = None) -> None:
+    """The engine (on its thread) and the dispatcher (on this event loop) until `stop`:
+    what `cadenza serve` runs beside the API and `cadenza worker` runs alone. The engine
+    wakes the dispatcher whenever a pass writes outbox rows."""
+    from cadenza.engine.dispatch import dispatcher_from_settings
+
+    loop = asyncio.get_running_loop()
+    wake_dispatch = asyncio.Event()
+
+    def outbox_written() -> None:  # called on the engine's thread
+        loop.call_soon_threadsafe(wake_dispatch.set)
+
+    runner = EngineRunner(store, clock, on_outbox=outbox_written)
+    runner.start()
+    if started is not None:
+        started(runner)
+    dispatcher = dispatcher_from_settings(store, clock, settings) if dispatch else None
+    try:
+        if dispatcher is not None:
+            await dispatcher.run_forever(stop, wake_dispatch)
+        else:
+            await stop.wait()
+    finally:
+        if dispatcher is not None:
+            await dispatcher.close()
+        await asyncio.to_thread(runner.stop)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,6 +41,11 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect: str = engine.dialect.name
+        # SQLite has one writer at a time. Threads of this process queue on this lock, which
+        # hands over the moment it is released; without it they would queue in SQLite's busy
+        # handler, which sleeps in steps of up to 100 ms (the engine and ingestion share a
+        # process in `cadenza serve`). Other processes still meet the busy timeout.
+        self._write_lock = threading.RLock() if self.dialect == "sqlite" else None
 
     @classmethod
     def create(cls, url: str, *, echo: bool = False) -> Store:
@@ -73,8 +80,9 @@ class Store:
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """A connection in a transaction that commits on success and rolls back on error."""
+        lock = self._write_lock or contextlib.nullcontext()
         try:
-            with self.engine.begin() as conn:
+            with lock, self.engine.begin() as conn:
                 yield conn
         except OperationalError as exc:
             raise _translate(exc) from exc
