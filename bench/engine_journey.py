@@ -48,10 +48,12 @@ def main() -> None:
         t0 = time.perf_counter()
         sim.setup(args.contacts, 6)
         print(f"setup: {args.contacts:,} contacts in {time.perf_counter() - t0:.1f} s")
+        stop_checkpoints = sim.start_checkpointer()  # as `cadenza serve` runs one
         started = time.perf_counter()
         steps = sim.enter_all().steps
         steps += sim.run(6).steps
         seconds = time.perf_counter() - started
+        stop_checkpoints.set()
         result = sim.result(steps, seconds, 6)
         with store.read() as conn:
             pro = conn.exec_driver_sql(

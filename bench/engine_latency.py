@@ -1,28 +1,30 @@
-"""Event to outbox row on the live clock, at a steady rate of events.
+"""Event to outbox row on the live clock, at a steady rate of events, server in its own process.
 
     uv run python bench/engine_latency.py [--rate 1000] [--seconds 20]
 
-A fresh SQLite store with the reference journey live and 100,000 contacts. The engine runs
-on its own thread as in `cadenza serve` (woken by each ingestion commit). The load generator
-ingests one `signed_up` event per call at `--rate` calls/s (open loop: each call is due at a
-fixed time, lateness counts); a reader thread polls the outbox every millisecond. Latency is
-from the moment the event was due to be sent to the moment its welcome row is visible in the
-outbox — ingestion, the engine pass and both commits included.
+A fresh SQLite store with the reference journey live and 100,000 contacts; `cadenza serve`
+runs in its own process with the engine and dispatcher inside, as in production. The load
+generator sends one `signed_up` track call per request at `--rate` requests/s (open loop:
+each request is due at a fixed time, lateness counts); a reader polls the outbox every
+millisecond. Latency runs from the moment the event was due to be sent to the moment its
+welcome row is visible in the outbox: HTTP, ingestion, the engine pass and both commits.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import asyncio
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import orjson
+from _rawhttp import RawPool
+from _server import fresh_db, percentile, serving
+
 from cadenza.clock import SystemClock
-from cadenza.engine import EngineRunner
-from cadenza.events import EventService
-from cadenza.store import Store, insert_rows, loads, schema, upgrade
+from cadenza.store import Store, insert_rows, loads, schema
 
 REFERENCE = (Path(__file__).parents[1] / "docs" / "examples" / "reference-journey.yaml"
              ).read_text(encoding="utf-8")
@@ -52,30 +54,52 @@ def setup(store: Store, contacts: int) -> None:
     journeys.publish("reference")
 
 
+async def load(base: str, write_key: str, rate: int, seconds: float, contacts: int,
+               due_at: dict[int, float]) -> int:
+    host, port = base.removeprefix("http://").split(":")
+    pool = RawPool(host, int(port), write_key)
+    total = int(rate * seconds)
+    errors = 0
+
+    async def one(body: bytes) -> None:
+        nonlocal errors
+        if await pool.post("/v1/track", body) != 200:
+            errors += 1
+
+    tasks = []
+    start = time.perf_counter() + 0.2
+    for n in range(total):
+        due = start + n / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        due_at[n] = due
+        body = orjson.dumps({"userId": f"u-{n % contacts + 1}", "event": "signed_up",
+                             "properties": {"n": n}})
+        tasks.append(asyncio.create_task(one(body)))
+    await asyncio.gather(*tasks)
+    pool.close()
+    return errors
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=int, default=1_000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--contacts", type=int, default=100_000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="cadenza-bench-") as scratch:
-        url = f"sqlite:///{Path(scratch) / 'latency.db'}"
-        upgrade(url)
+    with tempfile.TemporaryDirectory(prefix="cadenza-bench-") as tmp:
+        directory = Path(tmp)
+        url, write, _admin = fresh_db(directory)
         store = Store.create(url)
         setup(store, args.contacts)
-        clock = SystemClock()
-        events = EventService(store, clock)
-        runner = EngineRunner(store, clock)
-        events.after_commit.append(runner.wake)
-        runner.start()
-        total = int(args.rate * args.seconds)
         due_at: dict[int, float] = {}
         seen: dict[int, float] = {}
         done = threading.Event()
 
         def read() -> None:
             last = 0
-            while not done.is_set() or len(seen) < len(due_at):
+            while not (done.is_set() and len(seen) >= len(due_at)):
                 with store.read() as conn:
                     rows = conn.exec_driver_sql(
                         "SELECT id, payload FROM outbox WHERE id > ? AND node = 'welcome' "
@@ -84,32 +108,30 @@ def main() -> None:
                 for rid, payload in rows:
                     seen[int(loads(payload)["entry"]["n"])] = now
                     last = rid
-                if done.is_set() and len(seen) >= len(due_at):
-                    break
+                if done.is_set() and not rows:
+                    done.wait(0.2)
+                    if not rows and len(seen) < len(due_at):
+                        break
                 time.sleep(0.001)
 
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        start = time.perf_counter() + 0.5
-        for n in range(total):
-            due = start + n / args.rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            due_at[n] = due
-            events.ingest([{"type": "track", "userId": f"u-{n % args.contacts + 1}",
-                            "event": "signed_up", "properties": {"n": n}}])
-        done.set()
-        reader.join(timeout=30)
-        runner.stop()
+        with serving(url, directory) as base:
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
+            errors = asyncio.run(load(base, write, args.rate, args.seconds, args.contacts,
+                                      due_at))
+            deadline = time.monotonic() + 30
+            while len(seen) < len(due_at) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            done.set()
+            reader.join(timeout=5)
         store.dispose()
+    total = len(due_at)
     latencies = sorted((seen[n] - due_at[n]) * 1000 for n in due_at if n in seen)
-    missing = total - len(latencies)
-    q = statistics.quantiles(latencies, n=100)
-    print(f"{total:,} events at {args.rate:,}/s; {len(latencies):,} welcome rows seen, "
-          f"{missing} missing")
-    print(f"event to outbox row: p50 {q[49]:.1f} ms, p99 {q[98]:.1f} ms, "
-          f"max {latencies[-1]:.1f} ms (bar: p99 at most 50 ms)")
+    print(f"{total:,} events at {args.rate:,}/s over HTTP; {len(latencies):,} welcome rows "
+          f"seen, {total - len(latencies)} missing, {errors} HTTP errors")
+    print(f"event to outbox row: p50 {percentile(latencies, 50):.1f} ms, "
+          f"p99 {percentile(latencies, 99):.1f} ms, max {latencies[-1]:.1f} ms "
+          "(bar: p99 at most 50 ms)")
 
 
 if __name__ == "__main__":

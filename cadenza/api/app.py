@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 
@@ -54,9 +54,14 @@ async def _checkpoint_forever(store: Store, every: float = 1.0) -> None:
             continue  # busy now; the next round will do it
 
 
+Alongside = Callable[[AppContext], AbstractAsyncContextManager[object]]
+"""Something to run for as long as the server serves (e.g. the demo's live events)."""
+
+
 def create_app(settings: Settings, store: Store | None = None,
-               clock: Clock | None = None) -> FastAPI:
-    """The ASGI app."""
+               clock: Clock | None = None, *, alongside: Alongside | None = None) -> FastAPI:
+    """The ASGI app; `alongside(ctx)` is entered once the services run (engine, writer) and
+    exited before they stop."""
     ctx = build_context(settings, store, clock)
 
     @asynccontextmanager
@@ -84,7 +89,8 @@ def create_app(settings: Settings, store: Store | None = None,
         # from walking it again and again (shorter pauses on the request path).
         gc.freeze()
         try:
-            yield
+            async with alongside(ctx) if alongside else contextlib.nullcontext():
+                yield
         finally:
             checkpointer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Annotated
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +16,10 @@ from cadenza.cli.common import close_stores_after_commands, console, load_settin
 from cadenza.cli.simulate import simulate
 from cadenza.cli.worker import worker
 from cadenza.errors import CadenzaError
+from cadenza.settings import Settings
+
+if TYPE_CHECKING:
+    from cadenza.api.context import AppContext
 
 app = typer.Typer(
     name="cadenza",
@@ -55,11 +60,14 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 7,
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve",
                                               help="Serve the API afterwards.")] = True,
+    stream_rate: Annotated[float, typer.Option(min=0, max=1000, help="Live demo events per "
+                                               "second while serving (0: none).")] = 3.0,
 ) -> None:
-    """Create a demo workspace with realistic data (once), print keys, and serve it."""
+    """Create a demo workspace with realistic data and journeys (once), print keys, and
+    serve it while demo events stream in."""
     from cadenza.clock import SystemClock
     from cadenza.contacts import ContactService
-    from cadenza.demo import generate_demo
+    from cadenza.demo import generate_demo, setup_journeys
 
     settings = load_settings()
     if serve_after:
@@ -80,6 +88,7 @@ def demo(
             f"[green]Demo workspace ready[/] in {time.monotonic() - started:.1f}s: "
             f"{summary.contacts:,} contacts, {summary.companies:,} companies, "
             f"{summary.events:,} events over {days} days")
+    demo_journeys = setup_journeys(store, clock)
     write, admin = ops.create_keys(store, settings, clock, "demo")
     store.dispose()
     url = f"http://{settings.host}:{settings.port}"
@@ -88,8 +97,44 @@ def demo(
                   f"  Admin key:     [bold]{admin}[/]  (Authorization: Bearer, for /api/*)\n"
                   f"\n  Try:  curl -u {write}: {url}/v1/track -H 'content-type: application/json'"
                   " -d '{\"userId\":\"me\",\"event\":\"Tried Cadenza\"}'\n")
+    console.print("  Journeys (live; their messages go to the log channel and the outbox, as "
+                  "the demo has no mail server):")
+    for journey in demo_journeys:
+        console.print(f"    [bold]{journey.key:<17}[/] v{journey.version or '-':<3} "
+                      f"{journey.name}: enters {journey.entry}", highlight=False)
+    live = (f"Demo events stream in at about {stream_rate:g} a second while the server runs"
+            if serve_after and stream_rate else "Send events to move contacts through them")
+    console.print(f"\n  {live}. Watch:\n"
+                  f"    cadenza journeys list\n"
+                  f"    curl -H 'Authorization: Bearer {admin}' "
+                  f"{url}/api/journeys/abandoned-cart/stats\n"
+                  f"    cadenza outbox list   (the messages journeys wrote)\n")
     if serve_after:
-        ops.run_server(settings, settings.host, settings.port)
+        _serve_demo(settings, stream_rate, seed)
+
+
+def _serve_demo(settings: Settings, rate: float, seed: int) -> None:
+    """`ops.run_server`, with the demo's live events running alongside the API."""
+    import uvicorn
+
+    from cadenza.api import create_app
+    from cadenza.demo import StreamOptions, StreamReport, streaming
+
+    options = StreamOptions(events_per_second=rate, seed=seed)
+
+    def progress(report: StreamReport) -> None:
+        entered = ", ".join(f"{key} {count:,}" for key, count in report.enrolled.items())
+        console.print(f"[dim]live: {report.events:,} demo events; entered so far: {entered}[/]",
+                      highlight=False)
+
+    def alongside(ctx: AppContext) -> AbstractAsyncContextManager[object]:
+        return streaming(ctx.store, ctx.clock, ctx.writer.submit, options, report=progress)
+
+    ops.check_port_free(settings.host, settings.port)
+    console.print(f"Serving on [bold cyan]http://{settings.host}:{settings.port}[/] (docs at "
+                  "/docs). Ctrl+C stops.")
+    uvicorn.run(create_app(settings, alongside=alongside), host=settings.host,
+                port=settings.port, log_level=settings.log_level, access_log=False)
 
 
 close_stores_after_commands(app, ops.db, ops.keys, data.contacts, data.events, data.fields,

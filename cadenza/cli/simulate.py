@@ -87,6 +87,7 @@ def simulate(
             sim = Simulation(store, spec, definition, behaviour, seed=seed)
             console.print(f"[bold]{spec.key}[/]: {contacts:,} contacts, {days:g} days")
             sim.setup(contacts, days)
+            stop_checkpoints = sim.start_checkpointer()
             started = time.perf_counter()
             with Progress(TextColumn("simulating"), BarColumn(), TextColumn("{task.description}"),
                           TimeElapsedColumn(), console=console, transient=True) as bar:
@@ -98,6 +99,7 @@ def simulate(
 
                 steps = sim.enter_all().steps + sim.run(days, tick).steps
             seconds = time.perf_counter() - started
+            stop_checkpoints.set()
             result = sim.result(steps, seconds, days)
             _render(result, spec.steps.keys())
             if paths is not None:

@@ -143,7 +143,7 @@ def _arrival(rng: random.Random, start: int, end: int) -> int:
     return start + int((end - start) * rng.random() ** 0.8)
 
 
-class _Names:
+class Names:
     """Unique company names, domains, emails and phones."""
 
     def __init__(self, rng: random.Random) -> None:
@@ -233,7 +233,7 @@ def _target_plan(rng: random.Random, employees: int) -> str:
 def build_population(rng: random.Random, contacts: int, start: int, end: int
                      ) -> tuple[list[Company], list[Person]]:
     """Companies with their people, then anonymous visitors, `contacts` people in all."""
-    names = _Names(rng)
+    names = Names(rng)
     identified = max(1, round(contacts * IDENTIFIED_SHARE))
     company_count = max(1, min(identified, round(contacts * COMPANIES_PER_CONTACT)))
     companies: list[Company] = []
@@ -262,6 +262,35 @@ def build_population(rng: random.Random, contacts: int, start: int, end: int
     while len(people) < contacts:
         people.append(_new_person(rng, len(people), _any_country(rng), start, end))
     return companies, people
+
+
+def new_company(rng: random.Random, names: Names, index: int) -> Company:
+    """One more company, drawn as `build_population` draws them (the live demo's signups)."""
+    industry = _weighted(rng, t.INDUSTRIES, t.INDUSTRY_WEIGHTS)
+    country = _any_country(rng)
+    employees = _employees(rng)
+    name = names.company(industry)
+    return Company(index=index, group_id=f"acct_{rng.getrandbits(40):010x}", name=name,
+                   domain=names.domain(name, country, industry), industry=industry,
+                   employees=employees, country=country,
+                   target_plan=_target_plan(rng, employees))
+
+
+def new_visitor(rng: random.Random, index: int, at: int) -> Person:
+    """An anonymous visitor first seen at `at`."""
+    return _new_person(rng, index, _any_country(rng), at, at)
+
+
+def new_member(rng: random.Random, names: Names, index: int, at: int, company: Company,
+               role: str) -> Person:
+    """Someone of `company` (champion or member) about to sign up, with a full profile."""
+    country = company.country if rng.random() < 0.8 else _any_country(rng)
+    person = _new_person(rng, index, country, at, at)
+    person.role = role
+    person.company = company
+    company.members.append(person)
+    _profile(rng, names, person)
+    return person
 
 
 def _scale(rng: random.Random, sizes: list[int], caps: list[int], total: int) -> None:
@@ -304,7 +333,7 @@ def _new_person(rng: random.Random, index: int, country: t.Country, start: int, 
     return person
 
 
-def _profile(rng: random.Random, names: _Names, person: Person) -> None:
+def _profile(rng: random.Random, names: Names, person: Person) -> None:
     """Name, email, phone, title and product habits of someone who will sign up."""
     company = person.company
     assert company is not None

@@ -22,7 +22,7 @@ from cadenza.errors import Conflict
 from cadenza.events import lock_event_log
 from cadenza.journeys.spec import END, EXIT
 from cadenza.segments import Facts, Needs, load_facts
-from cadenza.store import allocate_ids, dumps, insert_rows, loads, schema, select_in
+from cadenza.store import allocate_ids, dumps, insert_rows, schema, select_in
 
 PARTITIONS = 64
 """Contacts hash into this many partitions; workers lease partitions (fixed forever)."""
@@ -46,11 +46,11 @@ def partition(contact_id: int) -> int:
 def run_from_row(row: Sequence[Any], cause: str) -> Run:
     """A run from a row selected with `RUN_COLUMNS`."""
     context = row[12]
-    if isinstance(context, str):
-        context = loads(context)
+    if context is None:
+        context = {}
     return Run(id=row[0], journey_id=row[1], version_id=row[2], contact_id=row[3], part=row[4],
                shadow=bool(row[5]), node=row[6], status=row[7], wake_at=row[8],
-               wait_event=row[9], wait_key=row[10], seq=row[11], context=context or {},
+               wait_event=row[9], wait_key=row[10], seq=row[11], context=context,
                entered_at=row[13], active_slot=row[14], entry_key=row[15], new=False,
                cause=cause)
 

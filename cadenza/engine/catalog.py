@@ -26,7 +26,7 @@ from cadenza.journeys.spec import (
     Trigger,
     WaitForStep,
 )
-from cadenza.store import loads
+from cadenza.store import fetch, loads
 
 Compile = Callable[[dict[str, Any]], JourneySpec]
 
@@ -92,12 +92,10 @@ class CatalogLoader:
 
     def refresh(self, conn: Connection) -> Catalog:
         """Reload the catalog if any journey changed since the last call."""
-        journeys = [tuple(r) for r in conn.exec_driver_sql(
-            "SELECT id, key, status, live_version_id, shadow_version_id, updated_at "
-            "FROM journeys ORDER BY id")]
-        versions = conn.exec_driver_sql(
-            "SELECT count(*), coalesce(max(id), 0) FROM journey_versions "
-            "WHERE status = 'published'").one()
+        journeys = fetch(conn, "SELECT id, key, status, live_version_id, shadow_version_id, "
+                         "updated_at FROM journeys ORDER BY id")
+        versions = fetch(conn, "SELECT count(*), coalesce(max(id), 0) FROM journey_versions "
+                         "WHERE status = 'published'")
         fingerprint = (tuple(journeys), tuple(versions))
         if fingerprint != self.catalog.fingerprint:
             self.catalog = self._build(conn, journeys, fingerprint)

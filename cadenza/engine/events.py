@@ -20,7 +20,7 @@ from cadenza.engine.nodes import event_key
 from cadenza.engine.runs import Run
 from cadenza.journeys.spec import EXIT, WaitForStep
 from cadenza.segments import Condition, Facts, Needs
-from cadenza.store import insert_rows, loads, schema, select_in
+from cadenza.store import fetch, insert_rows, loads, schema, select_in
 
 Event = dict[str, Any]
 
@@ -73,9 +73,8 @@ def apply_events(batch: Batch, parts: Sequence[int], limit: int) -> int:
         if top > low:
             _move_cursors(batch, parts, top)
         return 0
-    rows = conn.exec_driver_sql(
-        f"SELECT id, contact_id, type, name, properties FROM events WHERE id > {mark} "
-        f"ORDER BY id LIMIT {int(limit)}", (low,)).all()
+    rows = fetch(conn, f"SELECT id, contact_id, type, name, properties FROM events "
+                 f"WHERE id > {mark} ORDER BY id LIMIT {int(limit)}", (low,))
     if not rows:
         return 0
     held = set(parts)

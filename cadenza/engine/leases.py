@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 from cadenza.clock import Clock
 from cadenza.engine.batch import PARTITIONS
 from cadenza.errors import CadenzaError
-from cadenza.store import Store, insert_rows, schema
+from cadenza.store import Store, fetch, insert_rows, schema
 
 
 class LeaseLost(CadenzaError):
@@ -102,8 +102,8 @@ class Leases:
         if conn.dialect.name == "sqlite":
             # The pass already holds SQLite's one write lock (BEGIN IMMEDIATE): reading the
             # leases is enough, and writes nothing to the log.
-            rows = {p: (o, t) for p, o, t in conn.exec_driver_sql(
-                "SELECT part, owner, token FROM engine_leases")}
+            rows = {p: (o, t) for p, o, t in fetch(
+                conn, "SELECT part, owner, token FROM engine_leases")}
             valid = sum(1 for p, t in self.held.items() if rows.get(p) == (self.owner, t))
         else:
             mark = _mark(conn)

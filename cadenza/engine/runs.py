@@ -11,6 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from cadenza.journeys.spec import END, EXIT
 
 ACTIVE = ("ready", "waiting")
@@ -21,11 +23,12 @@ class Run:
     from the start), "timer" (its wait is over) or "event" (its awaited event came)."""
 
     __slots__ = (
+        "_context",
+        "_raw_context",
         "active_slot",
         "after_event",
         "cause",
         "contact_id",
-        "context",
         "ended_at",
         "entered_at",
         "entry_json",
@@ -52,7 +55,7 @@ class Run:
     def __init__(self, *, id: int, journey_id: int, version_id: int, contact_id: int,
                  part: int, shadow: bool, node: str, status: str, wake_at: int | None,
                  wait_event: str | None, wait_key: str | None, seq: int,
-                 context: dict[str, Any], entered_at: int, active_slot: int | None,
+                 context: dict[str, Any] | str | bytes, entered_at: int, active_slot: int | None,
                  entry_key: str | None, new: bool, cause: str) -> None:
         self.id = id
         self.journey_id = journey_id
@@ -67,7 +70,10 @@ class Run:
         self.wait_key = wait_key
         self.seq = seq
         self.old_seq = seq
-        self.context = context
+        # Parsed only when a step needs it: most steps never look at the entry context.
+        self._context: dict[str, Any] | None = None if isinstance(context, str | bytes) \
+            else context
+        self._raw_context = context if isinstance(context, str | bytes) else None
         self.entered_at = entered_at
         self.ended_at: int | None = None
         self.outcome: str | None = None
@@ -81,6 +87,13 @@ class Run:
         self.after_event = 0
         self.entry_json: str | None = None
         """Events with an id at or below this one predate the run (it was born from it)."""
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """The entry context (the entry event's properties or the API payload, ...)."""
+        if self._context is None:
+            self._context = orjson.loads(self._raw_context or "{}") or {}
+        return self._context
 
     @property
     def active(self) -> bool:

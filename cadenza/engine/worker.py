@@ -30,7 +30,7 @@ from cadenza.engine.events import apply_events, ensure_cursors
 from cadenza.engine.leases import LeaseLost, Leases
 from cadenza.engine.schedule import scan_entries
 from cadenza.errors import Conflict, NotFound, StoreBusy, ValidationFailed
-from cadenza.store import Store, select_in
+from cadenza.store import Store, fetch, select_in
 
 log = logging.getLogger("cadenza.engine")
 
@@ -44,6 +44,7 @@ class PassReport:
     entered: int = 0
     outbox: int = 0
     events: int = 0
+    due: int = 0
 
     def __iadd__(self, other: PassReport) -> PassReport:
         self.steps += other.steps
@@ -51,6 +52,7 @@ class PassReport:
         self.entered += other.entered
         self.outbox += other.outbox
         self.events += other.events
+        self.due += other.due
         return self
 
 
@@ -95,33 +97,50 @@ class Engine:
 
     def tick(self, limit: int | None = None) -> PassReport:
         """Run the due enrollments (at most `limit`, default the batch size)."""
+        return self.step(events=False, due=limit or self.batch_size)
+
+    def step(self, *, events: bool = True, due: int | None = None) -> PassReport:
+        """One pass in one transaction: the new events (they may end waits that a timer
+        would otherwise end), then the due enrollments not already moved by them."""
         self._ensure()
         now = self.clock.now_ms()
-        limit = limit or self.batch_size
+        limit = self.batch_size if due is None else due
 
         def work(conn: Connection) -> PassReport:
             parts = self.leases.fence(conn)
             catalog = self.loader.refresh(conn)
-            mark = "%s" if conn.dialect.name == "postgresql" else "?"
-            sql = (f"SELECT {RUN_COLUMNS} FROM enrollments WHERE status IN ('ready', 'waiting') "
-                   f"AND wake_at IS NOT NULL AND wake_at <= {mark}")
-            params: list[Any] = [now]
-            if catalog.paused:
-                sql += f" AND journey_id NOT IN ({', '.join(str(j) for j in catalog.paused)})"
-            if len(parts) < len(self._all_parts()):
-                sql += f" AND part IN ({', '.join(str(p) for p in parts)})"
-            sql += f" ORDER BY wake_at LIMIT {int(limit)}"
-            rows = conn.exec_driver_sql(sql, tuple(params)).all() if parts else []
             batch = Batch(conn, catalog, now)
-            runs = [run_from_row(r, "timer" if r[7] == "waiting" else "run") for r in rows]
+            seen = apply_events(batch, parts, self.event_batch) if events else 0
+            rows = self._due(conn, catalog.paused, parts, now, limit) if limit else []
+            taken = {r.id for r in batch.runs}
+            runs = [run_from_row(r, "timer" if r[7] == "waiting" else "run") for r in rows
+                    if r[0] not in taken]
             runs = [r for r in runs if r.version_id in catalog.specs]
             batch.load(runs)
             batch.advance(runs)
             follow_enrollments(batch)
             batch.write()
-            return _report(batch)
+            report = _report(batch)
+            report.events = seen
+            report.due = len(rows)
+            return report
 
         return self._commit(work)
+
+    def _due(self, conn: Connection, paused: set[int], parts: list[int], now: int,
+             limit: int) -> list[tuple[Any, ...]]:
+        if not parts:
+            return []
+        mark = "%s" if conn.dialect.name == "postgresql" else "?"
+        # The same predicate as the partial index `ix_enrollments_due`, so that it is used.
+        sql = (f"SELECT {RUN_COLUMNS} FROM enrollments WHERE status IN ('ready', 'waiting') "
+               f"AND wake_at IS NOT NULL AND wake_at <= {mark}")
+        if paused:
+            sql += f" AND journey_id NOT IN ({', '.join(str(j) for j in paused)})"
+        if len(parts) < PARTITIONS:
+            sql += f" AND part IN ({', '.join(str(p) for p in parts)})"
+        sql += f" ORDER BY wake_at LIMIT {int(limit)}"
+        return fetch(conn, sql, [now])
 
     def process_events(self, limit: int | None = None) -> PassReport:
         """Apply the events after the cursors of this worker's partitions."""
@@ -220,25 +239,26 @@ class Engine:
     # --- loops -------------------------------------------------------------------------------
 
     def run_once(self) -> PassReport:
-        """Events first (they may end waits a timer would otherwise end), then due rows."""
+        """Passes until the events read so far and the enrollments due now are done."""
         total = PassReport()
-        total += self.process_events()
         catalog = self.loader.catalog
         if catalog.entry_dates or catalog.entry_schedules:
             total += self.scan_dates()
         while True:
-            report = self.tick()
+            report = self.step()
             total += report
-            if report.runs < self.batch_size:
-                break
-        return total
+            if report.due < self.batch_size and report.events < self.event_batch:
+                return total
 
     def next_wake(self) -> int | None:
         """The earliest wake time among this worker's enrollments (None when none)."""
+        paused = self.loader.catalog.paused
+        sql = ("SELECT min(wake_at) FROM enrollments WHERE status IN ('ready', 'waiting') "
+               "AND wake_at IS NOT NULL")
+        if paused:
+            sql += f" AND journey_id NOT IN ({', '.join(str(j) for j in paused)})"
         with self.store.read() as conn:
-            value = conn.exec_driver_sql(
-                "SELECT min(wake_at) FROM enrollments WHERE status IN ('ready', 'waiting') "
-                "AND wake_at IS NOT NULL").scalar()
+            value = conn.exec_driver_sql(sql).scalar()
         return int(value) if value is not None else None
 
     def run_forever(self, stop: threading.Event, wake: threading.Event,
@@ -255,12 +275,14 @@ class Engine:
                     log.exception("engine round failed; retrying in %d ms", idle_ms)
                     wake.wait(idle_ms / 1000)
                     continue
-                if report.events or report.runs:
-                    continue
+                # `run_once` has already gone round while batches came back full; anything
+                # that arrived since then has set `wake`.
                 nxt = self.next_wake()
                 delay = idle_ms
                 if nxt is not None:
                     delay = max(0, min(idle_ms, nxt - self.clock.now_ms()))
+                    if delay == 0 and not report.runs:
+                        delay = idle_ms  # due rows this worker cannot run: do not spin
                 wake.wait(delay / 1000)
         finally:
             self.leases.release()
@@ -273,9 +295,6 @@ class Engine:
             self.after_commit(report)
         return report
 
-    @staticmethod
-    def _all_parts() -> range:
-        return range(PARTITIONS)
 
 
 def follow_enrollments(batch: Batch, depth: int = 5) -> None:

@@ -1,7 +1,15 @@
 """Storage: the schema for both dialects, `Store`, migrations, bulk writes and paging."""
 
 from cadenza.store import schema
-from cadenza.store.bulk import allocate_ids, dumps, insert_rows, loads, select_in, update_rows
+from cadenza.store.bulk import (
+    allocate_ids,
+    dumps,
+    fetch,
+    insert_rows,
+    loads,
+    select_in,
+    update_rows,
+)
 from cadenza.store.engine import Store, dialect_insert
 from cadenza.store.migrate import upgrade
 from cadenza.store.paging import MAX_LIMIT, Page, check_limit, decode_cursor, encode_cursor
@@ -16,6 +24,7 @@ __all__ = [
     "dialect_insert",
     "dumps",
     "encode_cursor",
+    "fetch",
     "insert_rows",
     "loads",
     "schema",

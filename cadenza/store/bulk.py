@@ -114,6 +114,17 @@ def select_in(
     return rows
 
 
+def fetch(conn: Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Every row of `sql` (driver placeholders) as plain tuples, through the driver's cursor
+    in the connection's transaction: no per-row wrapping, for result sets of many rows."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, tuple(params))
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
 def update_rows(
     conn: Connection,
     table: sa.Table,
