@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cadenza.api.admin import ContactId
 from cadenza.api.auth import AdminKey, Ctx
 from cadenza.api.responses import JSON
-from cadenza.engine import contact_journeys, journey_stats
+from cadenza.engine import contact_journeys, journey_stats, shadow_report
 
 router = APIRouter(prefix="/api", tags=["journeys"])
 
@@ -50,6 +50,14 @@ def stats(key: JourneyKey, ctx: Ctx, _key: AdminKey) -> dict[str, Any]:
     """Per version: each step's entered/left/here, each edge, conversions, enrollments."""
     with ctx.store.read() as conn:
         return journey_stats(conn, key)
+
+
+@router.get("/journeys/{key}/shadow-report", response_class=JSON)
+def shadow(key: JourneyKey, ctx: Ctx, _key: AdminKey) -> dict[str, Any]:
+    """The shadow version against the live one over the same entries: outcomes, messages
+    and conversions, with rates per entry."""
+    with ctx.store.read() as conn:
+        return shadow_report(conn, key)
 
 
 @router.get("/contacts/{contact_id}/journeys", response_class=JSON)

@@ -1,5 +1,5 @@
 """Journey commands: validate, save, publish, list, show, versions, diff, pause, resume,
-archive, rollback, shadow, migrate, schema."""
+archive, rollback, shadow, migrate, stats, shadow-report, schema."""
 
 from __future__ import annotations
 
@@ -262,6 +262,52 @@ def migrate(
                   f"v{from_number} to v{to_number}.")
     for old, count in moved.items():
         console.print(f"  {old} -> {pairs[old]}: {count:,}", highlight=False)
+
+
+@app.command("stats")
+def stats(key: KeyArg, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Per version: each step's entered / left / here, edges, conversions."""
+    from cadenza.engine import journey_stats
+
+    with open_store(load_settings()).read() as conn:
+        data = journey_stats(conn, key)
+    if as_json:
+        print_json(data)
+        return
+    for version in data["versions"]:
+        title = f"{key} v{version['number']}{' (shadow)' if version['shadow'] else ''}"
+        table = Table(title=title)
+        for column in ("step", "entered", "left", "here"):
+            table.add_column(column, justify="left" if column == "step" else "right")
+        for node, counts in version["steps"].items():
+            table.add_row(escape(node), f"{counts['entered']:,}", f"{counts['left']:,}",
+                          f"{counts['here']:,}")
+        console.print(table)
+        conversions = ", ".join(f"{g}: {n:,}" for g, n in version["conversions"].items())
+        console.print(f"conversions: {conversions or '-'}", highlight=False)
+
+
+@app.command("shadow-report")
+def shadow_report(key: KeyArg, as_json: Annotated[bool, typer.Option("--json")] = False
+                  ) -> None:
+    """The shadow version against the live one, over the same entries."""
+    from cadenza.engine import shadow_report as report_of
+
+    with open_store(load_settings()).read() as conn:
+        data = report_of(conn, key)
+    if as_json:
+        print_json(data)
+        return
+    console.print(f"{key}: live {data['live']['entered']:,} entries, shadow "
+                  f"{data['shadow']['entered']:,} since {_when(data['since'])}")
+    table = Table()
+    for column in ("what", "name", "live", "shadow", "live/entry", "shadow/entry"):
+        table.add_column(column, justify="left" if column in ("what", "name") else "right")
+    for kind, rows in data["compare"].items():
+        for name, row in rows.items():
+            table.add_row(kind, escape(name), f"{row['live']:,}", f"{row['shadow']:,}",
+                          f"{row['live_rate'] or 0:.3f}", f"{row['shadow_rate'] or 0:.3f}")
+    console.print(table)
 
 
 @app.command("schema")

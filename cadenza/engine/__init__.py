@@ -4,8 +4,8 @@ outbox, leases), driven by an injected clock."""
 from cadenza.engine.batch import PARTITIONS, partition
 from cadenza.engine.leases import LeaseLost
 from cadenza.engine.runner import EngineRunner, run_worker
-from cadenza.engine.stats import contact_journeys, journey_stats
+from cadenza.engine.stats import contact_journeys, journey_stats, shadow_report
 from cadenza.engine.worker import Engine, PassReport
 
 __all__ = ["PARTITIONS", "Engine", "EngineRunner", "LeaseLost", "PassReport",
-           "contact_journeys", "journey_stats", "partition", "run_worker"]
+           "contact_journeys", "journey_stats", "partition", "run_worker", "shadow_report"]

@@ -84,3 +84,61 @@ def contact_journeys(conn: Connection, contact_id: int, limit: int = 50) -> list
 
 def _mark(conn: Connection) -> str:
     return "%s" if conn.dialect.name == "postgresql" else "?"
+
+
+def shadow_report(conn: Connection, key: str) -> dict[str, Any]:
+    """The shadow version against the live one, over the same entries: since the shadow's
+    first entry, how many entered each, where they are, how they ended, the messages each
+    step would send (shadow) or sent (live), and conversions — with rates per entry."""
+    m = _mark(conn)
+    row = conn.exec_driver_sql(
+        f"SELECT id, live_version_id, shadow_version_id FROM journeys WHERE key = {m}",
+        (key,)).first()
+    if row is None:
+        raise NotFound("journey", key)
+    jid, live, shadow = row
+    if shadow is None:
+        raise NotFound("shadow version of journey", key)
+    since = conn.exec_driver_sql(
+        f"SELECT min(entered_at) FROM enrollments WHERE journey_id = {m} AND version_id = {m}",
+        (jid, shadow)).scalar()
+    sides: dict[str, dict[str, Any]] = {}
+    for name, vid, is_shadow in (("live", live, False), ("shadow", shadow, True)):
+        side: dict[str, Any] = {"version_id": vid, "entered": 0, "outcomes": {}, "at_step": {},
+                                "messages": {}, "conversions": {}}
+        if since is not None and vid is not None:
+            scope = (f"FROM enrollments e WHERE e.journey_id = {m} AND e.version_id = {m} "
+                     f"AND e.shadow = {m} AND e.entered_at >= {m}")
+            args = (jid, vid, is_shadow, since)
+            for status, node, outcome, count in conn.exec_driver_sql(
+                    f"SELECT e.status, e.node, e.outcome, count(*) {scope} "
+                    "GROUP BY e.status, e.node, e.outcome", args):
+                side["entered"] += int(count)
+                if status in ("ready", "waiting"):
+                    side["at_step"][node] = side["at_step"].get(node, 0) + int(count)
+                else:
+                    side["outcomes"][outcome] = side["outcomes"].get(outcome, 0) + int(count)
+            for node, count in conn.exec_driver_sql(
+                    f"SELECT o.node, count(*) FROM outbox o WHERE o.enrollment_id IN "
+                    f"(SELECT e.id {scope}) GROUP BY o.node", args):
+                side["messages"][node] = int(count)
+            for goal, count in conn.exec_driver_sql(
+                    f"SELECT c.goal, count(*) FROM conversions c WHERE c.enrollment_id IN "
+                    f"(SELECT e.id {scope}) GROUP BY c.goal", args):
+                side["conversions"][goal] = int(count)
+        sides[name] = side
+    return {"journey": key, "since": since, **sides,
+            "compare": {kind: _compare(sides["live"], sides["shadow"], kind)
+                        for kind in ("messages", "conversions", "outcomes")}}
+
+
+def _compare(live: dict[str, Any], shadow: dict[str, Any], kind: str) -> dict[str, Any]:
+    """Per name: both counts and both rates per entry."""
+    out = {}
+    for name in sorted(set(live[kind]) | set(shadow[kind]), key=str):
+        a, b = live[kind].get(name, 0), shadow[kind].get(name, 0)
+        out[str(name)] = {"live": a, "shadow": b,
+                          "live_rate": round(a / live["entered"], 4) if live["entered"] else None,
+                          "shadow_rate": round(b / shadow["entered"], 4)
+                          if shadow["entered"] else None}
+    return out

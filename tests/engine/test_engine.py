@@ -7,8 +7,9 @@ from collections import Counter
 from collections.abc import Callable
 
 from cadenza.clock import FakeClock
-from cadenza.engine import Engine
+from cadenza.engine import Engine, shadow_report
 from cadenza.events import EventService
+from cadenza.journeys import JourneyService
 from cadenza.store import Store
 from tests.engine.conftest import DAY, REFERENCE, track
 
@@ -85,3 +86,50 @@ def test_branch_decision_is_explained_in_history(
     branch = next(s for s in passes[1] if s[0] == "by-plan")
     assert branch[2]["goto"] == "pro-tips"
     assert branch[2]["seen"] == {"attr.plan": "pro"}
+
+
+def prepare_reference(store: Store, clock: FakeClock) -> JourneyService:
+    """Templates and the `plan` field the reference journey needs, and the service."""
+    from cadenza.channels import TemplateService
+    from cadenza.contacts import FieldSpec, declare_field
+
+    templates = TemplateService(store, clock)
+    for key in ("welcome", "pro-tips", "basics", "last-chance", "extra"):
+        templates.save(key, "log", key, f"{key} for {{{{ contact.email or 'you' }}}}")
+    with store.begin() as conn:
+        declare_field(conn, FieldSpec(name="plan", type="string"), clock.now_ms())
+    return JourneyService(store, clock)
+
+
+def test_shadow_version_is_compared_with_live_over_the_same_entries(
+        store: Store, clock: FakeClock, events: EventService, engine: Engine,
+        make_contacts: Callable[..., list[int]]) -> None:
+    journeys = prepare_reference(store, clock)
+    journeys.save_draft(REFERENCE)
+    journeys.publish("reference")
+    # The candidate sends an extra message to basic-plan contacts before the wait.
+    candidate = REFERENCE.replace(
+        "  - id: basics\n    send: {channel: log, template: basics}\n",
+        "  - id: basics\n    send: {channel: log, template: basics}\n"
+        "  - id: extra\n    send: {channel: log, template: extra}\n")
+    assert candidate != REFERENCE
+    journeys.save_draft(candidate)
+    journeys.publish("reference", shadow=True)
+    make_contacts(9)
+    for i in range(9):
+        track(events, f"user-{i}", "signed_up", f"s-{i}")
+    engine.run_once()
+    clock.advance(2 * DAY)
+    engine.run_once()
+    with store.read() as conn:
+        report = shadow_report(conn, "reference")
+        shadow_statuses = Counter(s for s, in conn.exec_driver_sql(
+            "SELECT status FROM outbox WHERE shadow = " + (
+                "true" if store.dialect == "postgresql" else "1")))
+    assert report["live"]["entered"] == report["shadow"]["entered"] == 9
+    compare = report["compare"]["messages"]
+    assert compare["welcome"]["live"] == compare["welcome"]["shadow"] == 9
+    assert compare["extra"] == {"live": 0, "shadow": 6, "live_rate": 0.0,
+                                "shadow_rate": round(6 / 9, 4)}
+    # Shadow rows are in the outbox for the dispatcher to render, never to send.
+    assert set(shadow_statuses) == {"pending"}
