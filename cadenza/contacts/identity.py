@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cadenza.errors import MergeRefused, NotFound
-from cadenza.store import allocate_ids, insert_rows, schema, select_in
+from cadenza.store import allocate_ids, dialect_insert, insert_rows, schema, select_in
 
 USER_ID = "user_id"
 ANONYMOUS_ID = "anonymous_id"
@@ -345,10 +345,48 @@ def merge_contacts(conn: Connection, winner: int, loser: int, at: int) -> None:
         )
     _merge_consents(conn, winner, loser)
     _merge_memberships(conn, winner, loser)
+    _merge_tags(conn, winner, loser)
+    _merge_enrollments(conn, winner, loser, at)
     conn.execute(sa.update(c).where(c.c.merged_into == loser).values(merged_into=winner))
     conn.execute(
         sa.update(c).where(c.c.id == loser).values(merged_into=winner, user_id=None, updated_at=at)
     )
+
+
+def _merge_tags(conn: Connection, winner: int, loser: int) -> None:
+    t = schema.contact_tags
+    rows = conn.execute(sa.select(t.c.tag, t.c.created_at).where(t.c.contact_id == loser)).all()
+    if rows:
+        conn.execute(dialect_insert(conn, t).on_conflict_do_nothing(),
+                     [{"contact_id": winner, "tag": tag, "created_at": created}
+                      for tag, created in rows])
+        conn.execute(sa.delete(t).where(t.c.contact_id == loser))
+
+
+def _merge_enrollments(conn: Connection, winner: int, loser: int, at: int) -> None:
+    """The loser's journeys follow the winner. Where both are active in the same journey the
+    winner's enrollment carries on and the loser's ends (outcome `merged`); an entry both
+    made for the same reason keeps the winner's. `seq` moves, so an engine pass that read
+    the loser's rows before the merge cannot write them back."""
+    e = schema.enrollments
+    active = ("ready", "waiting")
+    winner_active = sa.select(e.c.journey_id, e.c.shadow).where(
+        e.c.contact_id == winner, e.c.status.in_(active))
+    busy = {(j, bool(sh)) for j, sh in conn.execute(winner_active)}
+    winner_keys = {(j, bool(sh), k) for j, sh, k in conn.execute(
+        sa.select(e.c.journey_id, e.c.shadow, e.c.entry_key).where(
+            e.c.contact_id == winner, e.c.entry_key.is_not(None)))}
+    for eid, jid, shadow, status, entry_key in conn.execute(
+            sa.select(e.c.id, e.c.journey_id, e.c.shadow, e.c.status, e.c.entry_key)
+            .where(e.c.contact_id == loser)).all():
+        values: dict[str, Any] = {"contact_id": winner, "part": winner % schema.PARTITIONS,
+                                  "seq": e.c.seq + 1, "updated_at": at}
+        if status in active and (jid, bool(shadow)) in busy:
+            values.update(status="exited", outcome="merged", ended_at=at, active_slot=None,
+                          wake_at=None, wait_event=None, wait_key=None)
+        if entry_key is not None and (jid, bool(shadow), entry_key) in winner_keys:
+            values["entry_key"] = None
+        conn.execute(sa.update(e).where(e.c.id == eid).values(**values))
 
 
 # On a tie in time, the more restrictive decision stands (rows come in no particular order).

@@ -24,8 +24,7 @@ from cadenza.journeys.spec import END, EXIT
 from cadenza.segments import Facts, Needs, load_facts
 from cadenza.store import allocate_ids, dumps, insert_rows, schema, select_in
 
-PARTITIONS = 64
-"""Contacts hash into this many partitions; workers lease partitions (fixed forever)."""
+PARTITIONS = schema.PARTITIONS
 
 MAX_STEPS_PER_PASS = 200
 """A run that moves this many steps in one pass without waiting is failed (a safety net:

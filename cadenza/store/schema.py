@@ -250,6 +250,10 @@ journey_versions = sa.Table(
     sa.UniqueConstraint("journey_id", "number"),
 )
 
+PARTITIONS = 64
+"""Contacts hash into this many partitions (`contact_id % PARTITIONS`), which engine workers
+lease; rows that follow a contact carry theirs in `part`. Fixed for the life of a database."""
+
 enrollments = sa.Table(
     "enrollments",
     metadata,

@@ -133,3 +133,28 @@ def test_shadow_version_is_compared_with_live_over_the_same_entries(
                                 "shadow_rate": round(6 / 9, 4)}
     # Shadow rows are in the outbox for the dispatcher to render, never to send.
     assert set(shadow_statuses) == {"pending"}
+
+
+def test_enrollments_follow_a_merge(
+        store: Store, clock: FakeClock, events: EventService, engine: Engine,
+        publish: Callable[[str], int]) -> None:
+    publish(REFERENCE)
+    # A known user and an anonymous visitor both sign up, then the visitor turns out to be
+    # the user: one journey run carries on (the user's), the visitor's ends as merged.
+    events.ingest([{"type": "identify", "userId": "u-1", "traits": {"plan": "pro"}}])
+    events.ingest([{"type": "track", "userId": "u-1", "event": "signed_up"},
+                   {"type": "track", "anonymousId": "anon-1", "event": "signed_up"},
+                   {"type": "track", "anonymousId": "anon-2", "event": "signed_up"}])
+    engine.run_once()
+    events.ingest([{"type": "identify", "userId": "u-1", "anonymousId": "anon-1"},
+                   {"type": "identify", "userId": "u-2", "anonymousId": "anon-2"}])
+    with store.read() as conn:
+        rows = sorted(conn.exec_driver_sql(
+            "SELECT c.user_id, e.status, e.outcome FROM enrollments e "
+            "JOIN contacts c ON c.id = e.contact_id").all(), key=str)
+    assert [tuple(r) for r in rows] == [
+        ("u-1", "exited", "merged"), ("u-1", "waiting", None), ("u-2", "waiting", None)]
+    clock.advance(2 * DAY)
+    engine.run_once()  # the moved enrollment runs on under its new contact
+    assert outbox_by_node(store)["welcome"] == 3
+    assert sum(outbox_by_node(store).values()) == 5
