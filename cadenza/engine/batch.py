@@ -54,6 +54,38 @@ def run_from_row(row: Sequence[Any], cause: str) -> Run:
                cause=cause)
 
 
+def _update_runs(conn: Connection, moved: list[Run], now: int) -> None:
+    """Write moved runs back, checking that nobody else moved them since they were read.
+
+    Runs still in the journey and runs that ended go in two statements: only an ending
+    changes `active_slot`, and leaving it out of the SET spares SQLite rewriting the unique
+    index on it for every other move."""
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    going = [r for r in moved if r.active]
+    ended = [r for r in moved if not r.active]
+    written = 0
+    if going:
+        written += conn.exec_driver_sql(
+            f"UPDATE enrollments SET node = {mark}, status = {mark}, wake_at = {mark}, "
+            f"wait_event = {mark}, wait_key = {mark}, seq = {mark}, updated_at = {mark} "
+            f"WHERE id = {mark} AND seq = {mark}",
+            [(r.node, r.status, r.wake_at, r.wait_event, r.wait_key, r.seq, now, r.id,
+              r.old_seq) for r in going]).rowcount
+    if ended:
+        written += conn.exec_driver_sql(
+            f"UPDATE enrollments SET node = {mark}, status = {mark}, wake_at = NULL, "
+            f"wait_event = NULL, wait_key = NULL, seq = {mark}, active_slot = NULL, "
+            f"updated_at = {mark}, ended_at = {mark}, outcome = {mark} "
+            f"WHERE id = {mark} AND seq = {mark}",
+            [(r.node, r.status, r.seq, now, r.ended_at, r.outcome, r.id, r.old_seq)
+             for r in ended]).rowcount
+    if written != len(moved):
+        # Someone else moved one of these enrollments since this pass read it: write nothing,
+        # the next pass starts from what is in the database.
+        raise Conflict(f"{len(moved) - written} enrollment(s) changed under this engine "
+                       "pass; it was rolled back and will be retried")
+
+
 class Batch:
     """A pass's runs, its effects, and the context step kinds run in."""
 
@@ -228,19 +260,7 @@ class Batch:
              r.wake_at, r.wait_event, r.wait_key, r.seq, dumps(r.context), r.active_slot,
              r.entry_key, r.entered_at, now, r.ended_at, r.outcome) for r in fresh])
         if moved:
-            mark = "%s" if conn.dialect.name == "postgresql" else "?"
-            sql = (f"UPDATE enrollments SET node = {mark}, status = {mark}, "
-                   f"wake_at = {mark}, wait_event = {mark}, wait_key = {mark}, seq = {mark}, "
-                   f"active_slot = {mark}, updated_at = {mark}, ended_at = {mark}, "
-                   f"outcome = {mark} WHERE id = {mark} AND seq = {mark}")
-            result = conn.exec_driver_sql(sql, [
-                (r.node, r.status, r.wake_at, r.wait_event, r.wait_key, r.seq,
-                 r.active_slot, now, r.ended_at, r.outcome, r.id, r.old_seq) for r in moved])
-            if result.rowcount != len(moved):
-                # Someone else moved one of these enrollments since this pass read it: write
-                # nothing, the next pass starts from what is in the database.
-                raise Conflict(f"{len(moved) - result.rowcount} enrollment(s) changed under "
-                               "this engine pass; it was rolled back and will be retried")
+            _update_runs(conn, moved, now)
         insert_rows(conn, schema.journey_history, (
             "enrollment_id", "seq", "contact_id", "version_id", "at", "cause", "steps"), [
             (r.id, r.old_seq, r.contact_id, r.version_id, now, r.cause, dumps(r.path))

@@ -12,6 +12,7 @@ until the next due row, never longer than `idle_ms`.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -19,7 +20,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection
 
@@ -33,6 +34,7 @@ from cadenza.errors import Conflict, NotFound, StoreBusy, ValidationFailed
 from cadenza.store import Store, fetch, select_in
 
 log = logging.getLogger("cadenza.engine")
+T = TypeVar("T")
 
 
 @dataclass
@@ -211,7 +213,7 @@ class Engine:
             batch.write()
             return created
 
-        return self.store.retry(work)
+        return _without_gc(self.store, work)
 
     def segment_changed(self, segment: str, entered: Iterable[int],
                         exited: Iterable[int]) -> int:
@@ -234,7 +236,7 @@ class Engine:
             batch.write()
             return count
 
-        return self.store.retry(work)
+        return _without_gc(self.store, work)
 
     # --- loops -------------------------------------------------------------------------------
 
@@ -290,7 +292,7 @@ class Engine:
     # --- helpers -----------------------------------------------------------------------------
 
     def _commit(self, work: Callable[[Connection], PassReport]) -> PassReport:
-        report = self.store.retry(work)
+        report = _without_gc(self.store, work)
         if self.after_commit is not None and (report.runs or report.outbox):
             self.after_commit(report)
         return report
@@ -314,6 +316,20 @@ def follow_enrollments(batch: Batch, depth: int = 5) -> None:
             targets: list[Target] = batch.catalog.targets.get(jid, []) if jid else []
             for target in targets:
                 batch.advance(batch.admit(target, candidates, "enroll"))
+
+
+def _without_gc(store: Store, work: Callable[[Connection], T]) -> T:
+    """Run a pass in a transaction with the cyclic garbage collector off. A pass makes
+    hundreds of thousands of short-lived objects and no reference cycles; the collector would
+    walk them again and again (a third of the CPU of a large pass, measured). Collection
+    resumes when the pass ends."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return store.retry(work)
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _report(batch: Batch) -> PassReport:
