@@ -60,14 +60,14 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 7,
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve",
                                               help="Serve the API afterwards.")] = True,
-    stream_rate: Annotated[float, typer.Option(min=0, max=1000, help="Live demo events per "
+    stream_rate: Annotated[float, typer.Option(min=0, max=100, help="Live demo events per "
                                                "second while serving (0: none).")] = 3.0,
 ) -> None:
     """Create a demo workspace with realistic data and journeys (once), print keys, and
     serve it while demo events stream in."""
     from cadenza.clock import SystemClock
     from cadenza.contacts import ContactService
-    from cadenza.demo import generate_demo, setup_journeys
+    from cadenza.demo import generate_demo, is_demo_workspace, setup_journeys
 
     settings = load_settings()
     if serve_after:
@@ -88,7 +88,11 @@ def demo(
             f"[green]Demo workspace ready[/] in {time.monotonic() - started:.1f}s: "
             f"{summary.contacts:,} contacts, {summary.companies:,} companies, "
             f"{summary.events:,} events over {days} days")
-    demo_journeys = setup_journeys(store, clock)
+    demo_journeys = setup_journeys(store, clock) if is_demo_workspace(store) else []
+    if not demo_journeys:
+        console.print("[yellow]This database was not made by `cadenza demo`[/]: no demo "
+                      "journeys or live demo events are added to it.")
+        stream_rate = 0
     write, admin = ops.create_keys(store, settings, clock, "demo")
     store.dispose()
     url = f"http://{settings.host}:{settings.port}"
@@ -97,26 +101,26 @@ def demo(
                   f"  Admin key:     [bold]{admin}[/]  (Authorization: Bearer, for /api/*)\n"
                   f"\n  Try:  curl -u {write}: {url}/v1/track -H 'content-type: application/json'"
                   " -d '{\"userId\":\"me\",\"event\":\"Tried Cadenza\"}'\n")
-    console.print("  Journeys (live; their messages go to the log channel and the outbox, as "
-                  "the demo has no mail server):")
-    for journey in demo_journeys:
-        console.print(f"    [bold]{journey.key:<17}[/] v{journey.version or '-':<3} "
-                      f"{journey.name}: enters {journey.entry}", highlight=False)
-    live = (f"Demo events stream in at about {stream_rate:g} a second while the server runs"
-            if serve_after and stream_rate else "Send events to move contacts through them")
-    console.print(f"\n  {live}. Watch:\n"
-                  f"    cadenza journeys list\n"
-                  f"    curl -H 'Authorization: Bearer {admin}' "
-                  f"{url}/api/journeys/abandoned-cart/stats\n"
-                  f"    cadenza outbox list   (the messages journeys wrote)\n")
+    if demo_journeys:
+        console.print("  Journeys (live; their messages go to the log channel and the outbox, "
+                      "as the demo has no mail server):")
+        for journey in demo_journeys:
+            console.print(f"    [bold]{journey.key:<17}[/] v{journey.version or '-':<3} "
+                          f"{journey.name}: enters {journey.entry}", highlight=False)
+        live = (f"Demo events stream in at about {stream_rate:g} a second while the server "
+                "runs" if serve_after and stream_rate
+                else "Send events to move contacts through them")
+        console.print(f"\n  {live}. Watch:\n"
+                      f"    cadenza journeys list\n"
+                      f"    curl -H 'Authorization: Bearer {admin}' "
+                      f"{url}/api/journeys/abandoned-cart/stats\n"
+                      f"    cadenza outbox list   (the messages journeys wrote)\n")
     if serve_after:
         _serve_demo(settings, stream_rate, seed)
 
 
 def _serve_demo(settings: Settings, rate: float, seed: int) -> None:
     """`ops.run_server`, with the demo's live events running alongside the API."""
-    import uvicorn
-
     from cadenza.api import create_app
     from cadenza.demo import StreamOptions, StreamReport, streaming
 
@@ -130,11 +134,8 @@ def _serve_demo(settings: Settings, rate: float, seed: int) -> None:
     def alongside(ctx: AppContext) -> AbstractAsyncContextManager[object]:
         return streaming(ctx.store, ctx.clock, ctx.writer.submit, options, report=progress)
 
-    ops.check_port_free(settings.host, settings.port)
-    console.print(f"Serving on [bold cyan]http://{settings.host}:{settings.port}[/] (docs at "
-                  "/docs). Ctrl+C stops.")
-    uvicorn.run(create_app(settings, alongside=alongside), host=settings.host,
-                port=settings.port, log_level=settings.log_level, access_log=False)
+    ops.run_server(settings, settings.host, settings.port,
+                   app=create_app(settings, alongside=alongside))
 
 
 close_stores_after_commands(app, ops.db, ops.keys, data.contacts, data.events, data.fields,

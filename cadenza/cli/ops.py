@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -29,8 +29,10 @@ def migrate(settings: Settings) -> None:
     migrations.upgrade(settings.database_url)
 
 
-def run_server(settings: Settings, host: str, port: int, workers: int = 1) -> None:
-    """Serve the API with uvicorn until interrupted (`workers` processes share the port)."""
+def run_server(settings: Settings, host: str, port: int, workers: int = 1,
+               app: Any = None) -> None:
+    """Serve the API with uvicorn until interrupted (`workers` processes share the port).
+    `app` replaces the app built from the settings (one process only)."""
     import uvicorn
 
     from cadenza.api import create_app
@@ -45,8 +47,8 @@ def run_server(settings: Settings, host: str, port: int, workers: int = 1) -> No
                     port=port, workers=workers, log_level=settings.log_level,
                     access_log=False)
         return
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level,
-                access_log=False)
+    uvicorn.run(app or create_app(settings), host=host, port=port,
+                log_level=settings.log_level, access_log=False)
 
 
 def check_port_free(host: str, port: int) -> None:

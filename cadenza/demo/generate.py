@@ -18,7 +18,14 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from cadenza.clock import Clock
-from cadenza.contacts import ConsentChange, FieldSpec, declare_field, record_consent, suppress
+from cadenza.contacts import (
+    ConsentChange,
+    FieldSpec,
+    declare_field,
+    list_fields,
+    record_consent,
+    suppress,
+)
 from cadenza.demo import tables as t
 from cadenza.demo.messages import build
 from cadenza.demo.population import DAY, MINUTE, LocalCalendar, Person, build_population
@@ -113,6 +120,14 @@ def generate_demo(
                        consents=consents, suppressions=suppressions,
                        elapsed_seconds=round(time.perf_counter() - started, 2),
                        identified=known)
+
+
+def is_demo_workspace(store: Store) -> bool:
+    """Whether the store holds a workspace `generate_demo` made (its fields are declared),
+    so that demo journeys and demo events never land in real data."""
+    with store.read() as conn:
+        declared = {(f.name, f.type, f.entity) for f in list_fields(conn)}
+    return all((f.name, f.type, f.entity) in declared for f in FIELDS)
 
 
 def _ignore(stage: str, done: int, total: int) -> None:

@@ -32,9 +32,14 @@ log = logging.getLogger("cadenza.demo")
 
 SOURCES = ("web", "app")
 """Request order inside a round: identities are born on the web, then used by the app."""
-EVENTS_PER_SCENARIO = 4.4
+EVENTS_PER_SCENARIO = 4.35
 """Messages a scenario sends on average (measured over many scenarios), to turn an event
 rate into a scenario rate."""
+
+MAX_RATE = 100
+"""Events per second at most: a demo, not a load test (see bench/ for those)."""
+CHUNK = 2_000
+"""Messages per ingestion request at most (the warm-up can send thousands at once)."""
 
 Submit = Callable[[IngestRequest], Awaitable[IngestResult]]
 """Store one request (e.g. `BatchingWriter.submit`)."""
@@ -50,19 +55,24 @@ class StreamOptions:
     """With the start time, decides everything the stream does."""
     tick_s: float = 1.0
     """How often due events are sent, in seconds."""
+    warm_up_s: float = 600.0
+    """The stream starts as if it had been running this long: what would have happened
+    meanwhile is sent at once, so the first minutes look like any others (a scenario spreads
+    its events over minutes)."""
     max_catch_up_s: float = 60.0
     """After a longer pause (a suspended laptop), the activity missed is not made up."""
 
     def __post_init__(self) -> None:
-        if not 0 <= self.events_per_second <= 1000:
-            raise ValidationFailed("events_per_second", "must be between 0 (off) and 1000, "
-                                   f"got {self.events_per_second}")
+        if not 0 <= self.events_per_second <= MAX_RATE:
+            raise ValidationFailed("events_per_second", f"must be between 0 (off) and "
+                                   f"{MAX_RATE}, got {self.events_per_second}")
         if not 0 < self.tick_s <= 60:
             raise ValidationFailed("tick_s", f"must be above 0 and at most 60, got "
                                    f"{self.tick_s}")
-        if self.max_catch_up_s < 0:
-            raise ValidationFailed("max_catch_up_s", f"must not be negative, got "
-                                   f"{self.max_catch_up_s}")
+        for name in ("warm_up_s", "max_catch_up_s"):
+            if not 0 <= getattr(self, name) <= 86_400:
+                raise ValidationFailed(name, f"must be between 0 and 86400 seconds, got "
+                                       f"{getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -84,17 +94,22 @@ class DemoStream:
         self.scenarios = Scenarios(self.rng, cast, self._schedule)
         self.played: Counter[str] = Counter()
         """Scenarios started, by name."""
+        self.stored = 0
+        """Messages stored so far (`run_stream` counts them)."""
         self._queue: list[tuple[int, int, str, dict[str, Any], Callable[[], None] | None]] = []
         self._seq = 0
         self._per_ms = options.events_per_second / EVENTS_PER_SCENARIO / 1000
-        self._next = start_ms + self._gap() if self._per_ms else None
+        self._last = start_ms
+        self._next = (start_ms - int(options.warm_up_s * 1000) + self._gap()
+                      if self._per_ms else None)
 
     def advance(self, now_ms: int) -> list[IngestRequest]:
         """Start the scenarios due by `now_ms` and return every message due, as requests."""
         if self._next is not None:
-            floor = now_ms - int(self.options.max_catch_up_s * 1000)
-            if self._next < floor:
-                self._next = floor + self._gap()
+            if now_ms - self._last > self.options.max_catch_up_s * 1000 and \
+                    self._next < now_ms:
+                self._next = now_ms + self._gap()  # a pause: skip the activity it missed
+            self._last = max(self._last, now_ms)
             while self._next <= now_ms:
                 self.played[self.scenarios.play(self._next)] += 1
                 self._next += self._gap()
@@ -104,8 +119,8 @@ class DemoStream:
             due[source].append(message)
             if then is not None:
                 then()
-        return [IngestRequest(due[source], source=source) for source in SOURCES
-                if due[source]]
+        return [IngestRequest(due[source][start : start + CHUNK], source=source)
+                for source in SOURCES for start in range(0, len(due[source]), CHUNK)]
 
     @property
     def pending(self) -> int:
@@ -121,19 +136,19 @@ class DemoStream:
         return max(1, int(self.rng.expovariate(self._per_ms)))
 
 
-async def run_stream(stream: DemoStream, submit: Submit, clock: Clock, stop: asyncio.Event,
-                     *, on_sent: Callable[[int], None] | None = None) -> None:
+async def run_stream(stream: DemoStream, submit: Submit, clock: Clock,
+                     stop: asyncio.Event) -> None:
     """Send what is due every tick until `stop`; a failed round is logged, never raised."""
     while not stop.is_set():
         try:
-            for request in stream.advance(clock.now_ms()):
+            # Off the event loop: a warm-up can start thousands of scenarios at once.
+            for request in await asyncio.to_thread(stream.advance, clock.now_ms()):
                 result = await submit(request)
                 if result.rejected:
                     log.warning("demo stream: %d of %d messages refused, e.g. %s",
                                 len(result.rejected), len(request.messages),
                                 result.rejected[0].to_dict())
-                if on_sent is not None:
-                    on_sent(result.accepted)
+                stream.stored += result.accepted
         except Exception:  # the demo must not take the server down: say it, carry on
             log.exception("demo stream: a round failed; carrying on")
         with contextlib.suppress(TimeoutError):
@@ -157,15 +172,10 @@ async def streaming(store: Store, clock: Clock, submit: Submit, options: StreamO
         cast = Cast([], set())
     stream = DemoStream(cast, options, clock.now_ms())
     stop = asyncio.Event()
-    sent = [0]
-
-    def count(accepted: int) -> None:
-        sent[0] += accepted
-
-    tasks = [asyncio.create_task(run_stream(stream, submit, clock, stop, on_sent=count),
+    tasks = [asyncio.create_task(run_stream(stream, submit, clock, stop),
                                  name="cadenza-demo-stream")]
     if report is not None:
-        tasks.append(asyncio.create_task(_report(store, report, report_every_s, stop, sent),
+        tasks.append(asyncio.create_task(_report(store, stream, report, report_every_s, stop),
                                          name="cadenza-demo-report"))
     try:
         yield stream
@@ -174,8 +184,8 @@ async def streaming(store: Store, clock: Clock, submit: Submit, options: StreamO
         await asyncio.gather(*tasks)
 
 
-async def _report(store: Store, report: Callable[[StreamReport], None], every_s: float,
-                  stop: asyncio.Event, sent: list[int]) -> None:
+async def _report(store: Store, stream: DemoStream, report: Callable[[StreamReport], None],
+                  every_s: float, stop: asyncio.Event) -> None:
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every_s)
@@ -183,6 +193,6 @@ async def _report(store: Store, report: Callable[[StreamReport], None], every_s:
             return
         try:
             enrolled = await asyncio.to_thread(enrollment_counts, store)
-            report(StreamReport(sent[0], enrolled))
+            report(StreamReport(stream.stored, enrolled))
         except Exception:
             log.exception("demo stream: could not report progress")

@@ -168,6 +168,11 @@ def _wake_and_convert(batch: Batch, events: list[Event]) -> None:
             by_contact[run.contact_id].append(run)
     for event in relevant:
         runs = by_contact.get(event["contact_id"], [])
+        # Goals first: the event that ends a wait may also be a conversion (the purchase an
+        # abandoned-cart journey waits for), and a goal that exits ends the wait with it.
+        for run in runs:
+            if run.active and run.after_event < event["id"]:
+                _check_goals(batch, run, event)
         woken = [r for r in runs if _awaits(batch, r, event)]
         if woken:
             for run in woken:
@@ -175,9 +180,6 @@ def _wake_and_convert(batch: Batch, events: list[Event]) -> None:
                 run.resume_event = event
                 run.cause = "event"
             batch.advance(woken)
-        for run in runs:
-            if run.active and run.after_event < event["id"]:
-                _check_goals(batch, run, event)
 
 
 def _awaits(batch: Batch, run: Run, event: Event) -> bool:
