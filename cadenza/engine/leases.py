@@ -49,6 +49,9 @@ class Leases:
 
     def ensure_rows(self) -> None:
         """Create the lease rows (idempotent)."""
+        with self.store.read() as conn:
+            if len(fetch(conn, "SELECT part FROM engine_leases")) >= PARTITIONS:
+                return  # (an insert would wait behind lease rows another pass has locked)
         with self.store.begin() as conn:
             insert_rows(conn, schema.engine_leases, ("part", "owner", "token", "expires_at"),
                         [(p, None, 0, 0) for p in range(PARTITIONS)],
@@ -64,11 +67,25 @@ class Leases:
             rows = conn.exec_driver_sql(
                 f"SELECT part, owner, token, expires_at FROM engine_leases{lock}").all()
             mine = {p: t for p, o, t, e in rows if o == self.owner and self.held.get(p) == t}
-            owners = {o for _, o, _, e in rows if o is not None and e > now and o != self.owner}
-            fair = math.ceil(PARTITIONS / (len(owners) + 1))
-            free = [p for p, o, _, e in rows if p not in mine and (o is None or e <= now)]
-            take = free[: max(0, fair - len(mine))]
             expires = now + self.lease_ms
+            # Live workers say so with a heartbeat row (a worker between leases counts too),
+            # so that each can hold its fair share and give back the rest.
+            insert_rows(conn, schema.engine_cursors, ("name", "position", "updated_at"),
+                        [(self._heartbeat, expires, now)], upsert_on=("name",),
+                        update=("position", "updated_at"))
+            workers = fetch(conn, "SELECT count(*) FROM engine_cursors WHERE name LIKE "
+                            f"{mark} AND position > {mark}", ("worker:%", now))[0][0]
+            fair = math.ceil(PARTITIONS / max(1, int(workers)))
+            shed = sorted(mine)[fair:]
+            for part in shed:
+                mine.pop(part)
+            if shed:
+                conn.exec_driver_sql(
+                    f"UPDATE engine_leases SET owner = NULL, expires_at = 0 WHERE part = {mark} "
+                    f"AND owner = {mark}", [(p, self.owner) for p in shed])
+            free = [p for p, o, _, e in rows if p not in mine and p not in shed
+                    and (o is None or e <= now)]
+            take = free[: max(0, fair - len(mine))]
             if mine:
                 conn.exec_driver_sql(
                     f"UPDATE engine_leases SET expires_at = {mark} WHERE part = {mark} "
@@ -118,12 +135,18 @@ class Leases:
             raise LeaseLost(self.owner, lost)
         return sorted(self.held)
 
+    @property
+    def _heartbeat(self) -> str:
+        return f"worker:{self.owner}"[:128]
+
     def release(self) -> None:
         """Give every held partition back (a clean shutdown)."""
-        if not self.held:
-            return
         with self.store.begin() as conn:
             mark = _mark(conn)
+            conn.exec_driver_sql(f"DELETE FROM engine_cursors WHERE name = {mark}",
+                                 (self._heartbeat,))
+            if not self.held:
+                return
             conn.exec_driver_sql(
                 f"UPDATE engine_leases SET owner = NULL, expires_at = 0 WHERE part = {mark} "
                 f"AND owner = {mark} AND token = {mark}",

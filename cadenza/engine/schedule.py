@@ -34,9 +34,11 @@ class _Cursors:
 
     def __init__(self, batch: Batch) -> None:
         self.batch = batch
+        mark = "%s" if batch.conn.dialect.name == "postgresql" else "?"
         self.values: dict[str, int] = {
             name: int(pos) for name, pos in batch.conn.exec_driver_sql(
-                "SELECT name, position FROM engine_cursors WHERE name LIKE 'scan:%'")}
+                f"SELECT name, position FROM engine_cursors WHERE name LIKE {mark}",
+                ("scan:%",))}
         self.dirty: set[str] = set()
 
     def get(self, name: str) -> int | None:

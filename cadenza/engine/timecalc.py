@@ -43,8 +43,8 @@ def local_instant(day: dt.date, at: tuple[int, int], tz: dt.tzinfo) -> int:
 
 def next_local_time(now_ms: int, at: tuple[int, int], weekdays: tuple[int, ...],
                     tz_name: str | None) -> int:
-    """The first local `at` (on one of `weekdays`, 0 = Monday; any day when empty) at or
-    after `now_ms`."""
+    """The first local `at` (on one of `weekdays`, 0 = Monday; any day when empty) after
+    `now_ms`."""
     tz = zone(tz_name)
     today = dt.datetime.fromtimestamp(now_ms / 1000, tz).date()
     for offset in range(0, 8):
@@ -52,7 +52,9 @@ def next_local_time(now_ms: int, at: tuple[int, int], weekdays: tuple[int, ...],
         if weekdays and day.weekday() not in weekdays:
             continue
         instant = local_instant(day, at, tz)
-        if instant >= now_ms:
+        # Strictly after now: a loop back into the wait at its own due time waits for the
+        # next occurrence instead of firing again at once.
+        if instant > now_ms:
             return instant
     raise AssertionError("a week always contains the weekday")
 

@@ -12,6 +12,7 @@ until the next due row, never longer than `idle_ms`.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import os
@@ -31,6 +32,8 @@ from cadenza.engine.events import apply_events, ensure_cursors
 from cadenza.engine.leases import LeaseLost, Leases
 from cadenza.engine.schedule import scan_entries
 from cadenza.errors import Conflict, NotFound, StoreBusy, ValidationFailed
+from cadenza.journeys.spec import ApiTrigger
+from cadenza.segments import Facts, load_facts
 from cadenza.store import Store, fetch, select_in
 
 log = logging.getLogger("cadenza.engine")
@@ -203,9 +206,11 @@ class Engine:
                 raise NotFound("contact", missing[0])
             batch = Batch(conn, catalog, now)
             created: list[int] = []
+            entry = payload or {}
             for target in targets:
-                runs = batch.admit(target, [(c, {"entry": payload or {}}, entry_key, 0)
-                                            for c in ids], "api")
+                allowed = _api_filter(conn, target, ids, entry, now)
+                runs = batch.admit(target, [(c, {"entry": entry}, entry_key, 0)
+                                            for c in allowed], "api")
                 if not target.shadow:
                     created.extend(r.id for r in runs)
                 batch.advance(runs)
@@ -243,14 +248,15 @@ class Engine:
     def run_once(self) -> PassReport:
         """Passes until the events read so far and the enrollments due now are done."""
         total = PassReport()
-        catalog = self.loader.catalog
-        if catalog.entry_dates or catalog.entry_schedules:
-            total += self.scan_dates()
         while True:
             report = self.step()
             total += report
             if report.due < self.batch_size and report.events < self.event_batch:
-                return total
+                break
+        catalog = self.loader.catalog  # refreshed by the pass above
+        if catalog.entry_dates or catalog.entry_schedules:
+            total += self.scan_dates()
+        return total
 
     def next_wake(self) -> int | None:
         """The earliest wake time among this worker's enrollments (None when none)."""
@@ -316,6 +322,17 @@ def follow_enrollments(batch: Batch, depth: int = 5) -> None:
             targets: list[Target] = batch.catalog.targets.get(jid, []) if jid else []
             for target in targets:
                 batch.advance(batch.admit(target, candidates, "enroll"))
+
+
+def _api_filter(conn: Connection, target: Target, ids: list[int], entry: dict[str, Any],
+                now: int) -> list[int]:
+    """The contacts that pass the `where` of the target's API trigger (all when it has none)."""
+    where = next((t.where for t in target.spec.triggers if isinstance(t, ApiTrigger)), None)
+    if where is None:
+        return ids
+    facts = load_facts(conn, ids, where.needs(), now)
+    return [c for c in ids
+            if where.evaluate(dataclasses.replace(facts.get(c) or Facts(c), entry=entry))]
 
 
 def _without_gc(store: Store, work: Callable[[Connection], T]) -> T:

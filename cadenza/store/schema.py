@@ -435,7 +435,9 @@ engine_leases = sa.Table(
 engine_cursors = sa.Table(
     "engine_cursors",
     metadata,
-    sa.Column("name", sa.String(128), primary_key=True, doc="events:<part>"),
+    sa.Column("name", sa.String(128), primary_key=True,
+              doc="events:<part> (event log read up to), scan:... (date and schedule windows), "
+                  "worker:<owner> (heartbeat: position is its expiry)"),
     sa.Column("position", sa.BigInteger, nullable=False, doc="last event id processed"),
     sa.Column("updated_at", Ms, nullable=False),
 )
