@@ -29,6 +29,9 @@ class Channel(Protocol):
     """Parameters rendered as templates when given inline (e.g. subject, body, title)."""
     address_kind: str | None
     """'email' or 'phone' when messages go to such an address of the contact."""
+    record_each: bool
+    """The receiver cannot drop a repeat (SMTP has no idempotency key): the dispatcher records
+    each accepted message at once, so a crash repeats at most the one in flight."""
 
     def check_params(self, params: Mapping[str, Any], where: str) -> None:
         """Raise ValidationFailed naming `where` and the parameter when `params` are wrong."""

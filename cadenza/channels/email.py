@@ -75,6 +75,7 @@ class EmailChannel:
 
     name = "email"
     text_fields: tuple[str, ...] = ("subject", "body")
+    record_each = True
     address_kind: str | None = "email"
 
     def __init__(self, options: SmtpOptions | None = None) -> None:

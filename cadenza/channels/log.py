@@ -28,6 +28,7 @@ class LogChannel(NoBatchState):
 
     name = "log"
     text_fields: tuple[str, ...] = ("subject", "body")
+    record_each = False
     address_kind: str | None = None
 
     def check_params(self, params: Mapping[str, Any], where: str) -> None:

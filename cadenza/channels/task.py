@@ -52,6 +52,7 @@ class TaskChannel(NoBatchState):
 
     name = "task"
     text_fields: tuple[str, ...] = ("title",)
+    record_each = False
     address_kind: str | None = None
 
     def __init__(self, store: Store, clock: Clock) -> None:

@@ -100,6 +100,7 @@ class WebhookChannel:
 
     name = "webhook"
     text_fields: tuple[str, ...] = ("subject", "body")
+    record_each = False
     address_kind: str | None = None
 
     def __init__(self, options: WebhookOptions | None = None,

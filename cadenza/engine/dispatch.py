@@ -104,6 +104,10 @@ class DispatchReport:
         """JSON form."""
         return asdict(self)
 
+    def merged(self, other: DispatchReport) -> DispatchReport:
+        """Both reports added up."""
+        return DispatchReport(**{k: v + getattr(other, k) for k, v in asdict(self).items()})
+
 
 @dataclass
 class _Prepared:
@@ -154,6 +158,11 @@ class Dispatcher:
         self.crash = crash if crash is not None else CrashPoints.from_environment()
         self.outbox = OutboxService(store, clock)
         self._chain = build_chain(self.interceptors, self._deliver)
+        # The batch being delivered: rows not recorded yet, their rendered contents, and what
+        # was recorded early (channels that record each message).
+        self._in_flight: dict[int, ClaimedRow] = {}
+        self._contents: dict[int, dict[str, Any]] = {}
+        self._early = DispatchReport()
 
     # --- one batch ------------------------------------------------------------------------
 
@@ -167,13 +176,18 @@ class Dispatcher:
         self.crash("dispatch.after_claim")
         prepared = await asyncio.to_thread(self._prepare, claimed)
         self.crash("dispatch.after_render")
+        self._in_flight = {row.id: row for row in claimed}
+        self._contents = prepared.contents
+        self._early = DispatchReport()
         try:
             outcomes = await self._run_chain(prepared.messages)
         finally:
             await self.channels.end_batch()
         outcomes.update(prepared.failures)
         self.crash("dispatch.after_send")
-        return await asyncio.to_thread(self._record, claimed, outcomes, prepared.contents)
+        rest = [row for row in claimed if row.id in self._in_flight]
+        report = await asyncio.to_thread(self._record, rest, outcomes, prepared.contents)
+        return self._early.merged(report)
 
     def _claim(self, now: int, limit: int) -> list[ClaimedRow]:
         until = now + self.lease_ms
@@ -181,11 +195,16 @@ class Dispatcher:
                       sa.or_(_o.c.status == "pending", _o.c.claimed_until < now))
         pick = sa.select(_o.c.id).where(due).order_by(_o.c.next_attempt_at, _o.c.id)
         pick = pick.limit(limit)
-        if not self.store.is_sqlite:
+        if self.store.is_sqlite:
+            picked = pick.cte("picked")
+        else:
             # Concurrent dispatchers skip each other's rows instead of claiming them twice.
-            pick = pick.with_for_update(skip_locked=True)
+            # MATERIALIZED: the pick runs once. As `id IN (subquery)` the planner may rescan it
+            # for every outer row, each rescan locking the next `limit` rows.
+            picked = (pick.with_for_update(skip_locked=True).cte("picked")
+                      .prefix_with("MATERIALIZED"))
         # A claimed row's next_attempt_at is its claim expiry: the ready index finds it again.
-        claim = (sa.update(_o).where(_o.c.id.in_(pick.scalar_subquery()), due)
+        claim = (sa.update(_o).where(_o.c.id.in_(sa.select(picked.c.id)), due)
                  .values(status="sending", attempts=_o.c.attempts + 1, claimed_until=until,
                          next_attempt_at=until)
                  .returning(*_CLAIMED_COLUMNS))
@@ -280,10 +299,22 @@ class Dispatcher:
                              message.outbox_id)
             return Outcome(OutcomeKind.FAILED, reason=f"{type(exc).__name__}: {exc}",
                            retryable=True)
-        return Outcome.sent(result.provider_ref)
+        outcome = Outcome.sent(result.provider_ref)
+        row = self._in_flight.get(message.outbox_id)
+        if channel.record_each and row is not None:
+            # Accepted by a receiver that cannot drop a repeat: record it now, not with the
+            # batch, so that a crash from here on repeats this message only.
+            del self._in_flight[message.outbox_id]
+            early = await asyncio.to_thread(
+                self._record, [row], {row.id: outcome},
+                {row.id: self._contents[row.id]} if row.id in self._contents else {},
+                batch=False)
+            self._early = self._early.merged(early)
+        return outcome
 
     def _record(self, claimed: Sequence[ClaimedRow], outcomes: Outcomes,
-                contents: Mapping[int, dict[str, Any]]) -> DispatchReport:
+                contents: Mapping[int, dict[str, Any]], *, batch: bool = True
+                ) -> DispatchReport:
         now = self.clock.now_ms()
         by_id = {row.id: row for row in claimed}
 
@@ -298,7 +329,8 @@ class Dispatcher:
                                     report) for row in sorted(ours, key=lambda r: r.id)]
             if updates:
                 conn.execute(_RECORD, updates)
-            self.crash("dispatch.before_commit")
+            if batch:  # the named point is the batch's commit, not one early message's
+                self.crash("dispatch.before_commit")
             return report
 
         return self.store.retry(work)

@@ -98,13 +98,19 @@ def _handler(receiver: HttpReceiver) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    # The dispatcher opens up to 16 connections at once; with the default backlog of 5 the
+    # kernel drops some of them and httpx reports a ReadError (a retry 30 s later).
+    request_queue_size = 128
+    daemon_threads = True
+    block_on_close = False
+
+
 @contextmanager
 def http_receiver() -> Iterator[HttpReceiver]:
     """A receiver on a free loopback port, for the duration of the block."""
     receiver = HttpReceiver()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(receiver))
-    server.daemon_threads = True
-    server.block_on_close = False
+    server = _Server(("127.0.0.1", 0), _handler(receiver))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
                               daemon=True)
     thread.start()
