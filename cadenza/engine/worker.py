@@ -251,8 +251,9 @@ class Engine:
         while True:
             report = self.step()
             total += report
-            if report.due < self.batch_size and report.events < self.event_batch:
-                break
+            full = report.due >= self.batch_size or report.events >= self.event_batch
+            if not full or (not report.runs and not report.events):
+                break  # caught up (or stuck on rows this worker cannot run: no spinning)
         catalog = self.loader.catalog  # refreshed by the pass above
         if catalog.entry_dates or catalog.entry_schedules:
             total += self.scan_dates()
