@@ -47,11 +47,21 @@ def journey_stats(conn: Connection, key: str) -> dict[str, Any]:
             "SELECT version_id, shadow, status, count(*) FROM enrollments "
             f"WHERE journey_id = {m} GROUP BY version_id, shadow, status", (jid,)):
         version(vid, shadow)["enrollments"][status] = int(count)
-    numbers = {int(vid): int(number) for vid, number in conn.exec_driver_sql(
-        f"SELECT id, number FROM journey_versions WHERE journey_id = {m}", (jid,))}
+    numbers: dict[int, int] = {}
+    order: dict[int, list[str]] = {}
+    for vid, number, definition in conn.exec_driver_sql(
+            f"SELECT id, number, definition FROM journey_versions WHERE journey_id = {m}",
+            (jid,)):
+        numbers[int(vid)] = int(number)
+        steps = (loads(definition) or {}).get("steps") or []
+        order[int(vid)] = [str(s.get("id")) for s in steps if isinstance(s, dict)]
     out = []
     for (vid, _shadow), data in sorted(versions.items()):
         data["number"] = numbers.get(vid)
+        # Steps in the journey's own order (as written), not alphabetically.
+        rank = {step: n for n, step in enumerate(order.get(vid, []))}
+        data["steps"] = dict(sorted(data["steps"].items(),
+                                    key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
         out.append(data)
     return {"journey": key, "versions": out}
 

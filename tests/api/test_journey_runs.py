@@ -61,6 +61,7 @@ def test_an_event_reaches_its_journey_without_polling(
         ("reference", "settle", "waiting")]
     assert journeys[0]["history"][0]["steps"][0]["step"] == "welcome"
     stats = api.get_ok("/journeys/reference/stats")["versions"][0]
+    assert list(stats["steps"]) == ["welcome", "settle"]  # the journey's order, as written
     assert stats["steps"]["welcome"] == {"entered": 1, "left": 1, "here": 0}
     assert stats["steps"]["settle"]["here"] == 1
 
