@@ -166,14 +166,26 @@ def _wake_and_convert(batch: Batch, events: list[Event]) -> None:
     for run in batch.runs:
         if run.active:
             by_contact[run.contact_id].append(run)
+    # The contact facts any of these waits' and goals' conditions need: one load per kind of
+    # need for the whole set, not a query per enrollment.
+    names = {e["name"] for e in relevant}
+    conditions: list[Condition | None] = []
+    for runs in by_contact.values():
+        for run in runs:
+            spec = catalog.spec(run.version_id)
+            step = spec.steps.get(run.node)
+            if isinstance(step, WaitForStep) and step.event in names:
+                conditions.append(step.where)
+            conditions.extend(g.where for g in spec.goals if g.event in names)
+    facts = _facts_for(batch, conditions, contact_ids)
     for event in relevant:
         runs = by_contact.get(event["contact_id"], [])
         # Goals first: the event that ends a wait may also be a conversion (the purchase an
         # abandoned-cart journey waits for), and a goal that exits ends the wait with it.
         for run in runs:
             if run.active and run.after_event < event["id"]:
-                _check_goals(batch, run, event)
-        woken = [r for r in runs if _awaits(batch, r, event)]
+                _check_goals(batch, run, event, facts)
+        woken = [r for r in runs if _awaits(batch, r, event, facts)]
         if woken:
             for run in woken:
                 run.resume = "event"
@@ -182,7 +194,7 @@ def _wake_and_convert(batch: Batch, events: list[Event]) -> None:
             batch.advance(woken)
 
 
-def _awaits(batch: Batch, run: Run, event: Event) -> bool:
+def _awaits(batch: Batch, run: Run, event: Event, facts: dict[int, Facts]) -> bool:
     if run.status != "waiting" or run.wait_event != event["name"]:
         return False
     if run.after_event >= event["id"]:
@@ -193,25 +205,22 @@ def _awaits(batch: Batch, run: Run, event: Event) -> bool:
     if step.match and event_key(step, event["properties"]) != run.wait_key:
         return False
     if step.where is not None:
-        facts = _facts_for(batch, [step.where], [run.contact_id]).get(run.contact_id)
         entry = run.context.get("entry", {})
-        return _holds(step.where, _with_event(facts, run.contact_id, entry,
-                                              event["properties"]))
+        return _holds(step.where, _with_event(facts.get(run.contact_id), run.contact_id,
+                                              entry, event["properties"]))
     return True
 
 
-def _check_goals(batch: Batch, run: Run, event: Event) -> None:
+def _check_goals(batch: Batch, run: Run, event: Event, facts: dict[int, Facts]) -> None:
     spec = batch.catalog.spec(run.version_id)
     effects = batch.effects
     for goal in spec.goals:
         if goal.event != event["name"]:
             continue
-        if goal.where is not None:
-            facts = _facts_for(batch, [goal.where], [run.contact_id]).get(run.contact_id)
-            if not _holds(goal.where, _with_event(facts, run.contact_id,
-                                                  run.context.get("entry", {}),
-                                                  event["properties"])):
-                continue
+        seen = _with_event(facts.get(run.contact_id), run.contact_id,
+                           run.context.get("entry", {}), event["properties"])
+        if not _holds(goal.where, seen):
+            continue
         if goal.conversion:
             effects.conversions.append((run, goal.name, event["id"]))
         if goal.exit:

@@ -158,3 +158,26 @@ def test_enrollments_follow_a_merge(
     engine.run_once()  # the moved enrollment runs on under its new contact
     assert outbox_by_node(store)["welcome"] == 3
     assert sum(outbox_by_node(store).values()) == 5
+
+
+def test_goal_conditions_on_contact_attributes_use_the_batch_facts(
+        store: Store, clock: FakeClock, events: EventService, engine: Engine,
+        publish: Callable[[str], int], make_contacts: Callable[..., list[int]]) -> None:
+    publish(REFERENCE.replace(
+        "entry: {event: signed_up}\n",
+        "entry: {event: signed_up}\n"
+        "exit_when: [{event: purchased, where: {attr: plan, eq: pro}, name: pro-bought}]\n"))
+    make_contacts(6)  # user-0 and user-3 are pro
+    for i in range(6):
+        track(events, f"user-{i}", "signed_up", f"s-{i}")
+    engine.run_once()
+    for i in range(6):  # everyone buys in the same pass; only the pro contacts meet the goal
+        track(events, f"user-{i}", "purchased", f"p-{i}")
+    engine.run_once()
+    with store.read() as conn:
+        exited = sorted(u for u, in conn.exec_driver_sql(
+            "SELECT c.user_id FROM enrollments e JOIN contacts c ON c.id = e.contact_id "
+            "WHERE e.outcome = 'goal:pro-bought'"))
+        goals = [g for g, in conn.exec_driver_sql("SELECT goal FROM conversions")]
+    assert exited == ["user-0", "user-3"]
+    assert goals == ["pro-bought", "pro-bought"]
