@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     smtp_timeout_s: float = Field(default=30.0, gt=0, description="SMTP timeout, seconds.")
     smtp_message_id_domain: str = Field(default="cadenza.local",
                                         description="Domain part of generated Message-IDs.")
+    # --- templates (render, preview, test sends) ---
+    # --- email providers (SMTP pool, DKIM, ESPs, rate limits) ---
+    # --- SMS and webhooks (Twilio, Standard Webhooks, SSRF) ---
+    # --- feedback (links, tracking, unsubscribe, bounces) ---
+    # --- send-time policies (consent, caps, quiet hours) ---
     engine: bool = Field(
         default=True,
         description="Run the journey engine and the outbox dispatcher inside `cadenza serve` "

@@ -58,6 +58,9 @@ class ChannelDeps:
     clock: Clock
     smtp: SmtpOptions = field(default_factory=SmtpOptions)
     webhook: WebhookOptions = field(default_factory=WebhookOptions)
+    settings: Any = None
+    """The process's `Settings`, for channels that read their own provider settings (None in
+    tests that build channels from options)."""
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,15 @@ class ChannelError(CadenzaError):
 
     code = "channel.failed"
 
-    def __init__(self, channel: str, reason: str, *, retryable: bool) -> None:
+    def __init__(self, channel: str, reason: str, *, retryable: bool,
+                 retry_after_ms: int | None = None) -> None:
         super().__init__(f"{channel}: {reason}")
         self.channel = channel
         self.reason = reason
         self.retryable = retryable
+        self.retry_after_ms = retry_after_ms
+        """Epoch ms before which the receiver asked not to be tried again (HTTP 429
+        `Retry-After`, an SMTP 421/454 pause), None when it did not say."""
 
     def context(self) -> dict[str, object]:
         return {"channel": self.channel, "reason": self.reason, "retryable": self.retryable}

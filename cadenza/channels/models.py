@@ -54,6 +54,20 @@ class Message:
     """'email' or 'phone' when the channel delivers to such an address, else None."""
     address: str | None = None
     """The contact's address for `address_kind` (None when it has none)."""
+    purpose: str = "marketing"
+    """The consent purpose the message is sent under (`params.purpose`, else the template's,
+    else marketing). `transactional` is the transactional stream: caps and quiet hours do not
+    delay it."""
+    links: Mapping[str, str] = field(default_factory=dict)
+    """Signed URLs for this message: `unsubscribe` (the page), `one_click` (RFC 8058 POST
+    target), `preferences`; empty when no link builder is configured."""
+    sender: str | None = None
+    """Sender identity key (the template's), None for the default sender."""
+
+    @property
+    def transactional(self) -> bool:
+        """True for the transactional stream."""
+        return self.purpose == "transactional"
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,9 @@ class OutcomeKind(StrEnum):
     SENT = "sent"
     SHADOWED = "shadowed"
     CANCELLED = "cancelled"
+    DEFERRED = "deferred"
+    """Not attempted now by a rule's decision (quiet hours, a cap, a rate limit): pending again
+    at `not_before`, the attempt not counted."""
     FAILED = "failed"
     """Pending again (retryable, attempts left) or dead; the dispatcher decides from the
     error's `retryable` flag and the retry policy."""
@@ -83,6 +100,9 @@ class Outcome:
     provider_ref: str | None = None
     reason: str | None = None
     retryable: bool = False
+    not_before: int | None = None
+    """Deferred: when to try again. Failed: the earliest retry the receiver asked for
+    (Retry-After)."""
 
     @classmethod
     def sent(cls, provider_ref: str | None) -> Outcome:
@@ -100,9 +120,16 @@ class Outcome:
         return cls(OutcomeKind.CANCELLED, reason=reason)
 
     @classmethod
+    def deferred(cls, not_before: int, reason: str) -> Outcome:
+        """Held back by a rule until `not_before` (epoch ms); no attempt is counted."""
+        return cls(OutcomeKind.DEFERRED, reason=reason, not_before=not_before)
+
+    @classmethod
     def failed(cls, error: CadenzaError) -> Outcome:
         """Not delivered; `error.retryable` says whether another attempt may succeed."""
-        return cls(OutcomeKind.FAILED, reason=error.message, retryable=error.retryable)
+        retry_after = getattr(error, "retry_after_ms", None)
+        return cls(OutcomeKind.FAILED, reason=error.message, retryable=error.retryable,
+                   not_before=retry_after)
 
 
 @dataclass(frozen=True)
@@ -115,9 +142,24 @@ class TemplateRecord:
     body: str
     created_at: int = 0
     updated_at: int = 0
+    preheader: str = ""
+    text: str | None = None
+    """Source of the text part; generated from the HTML when None."""
+    format: str = "jinja"
+    """How `body` is written: jinja (HTML or text) or mjml."""
+    compiled: str | None = None
+    """`body` after layout and CSS inlining (still a Jinja2 source); None when `body` is
+    used as is."""
+    locales: Mapping[str, Any] | None = None
+    """Locale -> {subject, preheader, body, text, compiled}: translations with fallback."""
+    purpose: str = "marketing"
+    sender: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
         return {"key": self.key, "channel": self.channel, "subject": self.subject,
                 "body": self.body, "created_at": self.created_at,
-                "updated_at": self.updated_at}
+                "updated_at": self.updated_at, "preheader": self.preheader,
+                "text": self.text, "format": self.format,
+                "locales": dict(self.locales or {}), "purpose": self.purpose,
+                "sender": self.sender}

@@ -26,9 +26,10 @@ from cadenza.channels.models import Recipient, TemplateRecord
 
 MAX_OUTPUT_CHARS = 512 * 1024
 """Characters one rendered field may have; more is an error, not a truncated message."""
-CONTEXT_NAMES = ("contact", "entry", "journey", "step")
-_HINT = ("the context has contact, entry, journey and step (contact attributes are under "
-         "contact.attributes); write `| default('...')` for an optional value")
+CONTEXT_NAMES = ("contact", "entry", "journey", "step", "links", "unsubscribe_url")
+_HINT = ("the context has contact, entry, journey, step, links and unsubscribe_url (contact "
+         "attributes are under contact.attributes); write `| default('...')` for an optional "
+         "value")
 
 
 def _none_as_empty(value: Any) -> Any:
@@ -46,10 +47,14 @@ def is_html(source: str) -> bool:
 
 
 def render_context(contact: Recipient, entry: Mapping[str, Any] | None, journey: str | None,
-                   step: str | None) -> dict[str, Any]:
-    """The only values a template may read."""
+                   step: str | None, links: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The only values a template may read. `links` are the message's signed URLs
+    (unsubscribe, preferences, ...); `unsubscribe_url` is always defined (empty when the
+    dispatcher builds no links) so that a footer renders everywhere."""
+    found = dict(links or {})
     return {"contact": contact.template_view(), "entry": dict(entry or {}),
-            "journey": journey, "step": step}
+            "journey": journey, "step": step, "links": found,
+            "unsubscribe_url": found.get("unsubscribe", "")}
 
 
 class Renderer:

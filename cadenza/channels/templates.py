@@ -108,9 +108,11 @@ class TemplateService:
                                      context=context, inline_name=key)
 
 
-_COLUMNS = (schema.templates.c.key, schema.templates.c.channel, schema.templates.c.subject,
-            schema.templates.c.body, schema.templates.c.created_at,
-            schema.templates.c.updated_at)
+_t = schema.templates
+_COLUMNS = (_t.c.key, _t.c.channel, _t.c.subject, _t.c.body, _t.c.created_at, _t.c.updated_at,
+            _t.c.preheader, _t.c.text, _t.c.format, _t.c.compiled, _t.c.locales, _t.c.purpose,
+            _t.c.sender)
+"""In `TemplateRecord` field order."""
 
 
 def load_templates(conn: Connection, keys: Iterable[str]) -> dict[str, TemplateRecord]:

@@ -51,6 +51,7 @@ from cadenza.channels import (
     load_templates,
     render_context,
 )
+from cadenza.channels.links import LinkBuilder, MessageRef, NoLinks
 from cadenza.clock import Clock
 from cadenza.engine.crash import CrashPoints
 from cadenza.engine.retry import RetryPolicy, next_delay
@@ -96,6 +97,9 @@ class DispatchReport:
     cancelled: int = 0
     retried: int = 0
     """Failed and pending again, for a later attempt."""
+    deferred: int = 0
+    """Held back by a rule (quiet hours, a cap, a rate limit); pending again, attempt not
+    counted."""
     dead: int = 0
     lost: int = 0
     """Claims that expired and were taken over before this dispatcher recorded them."""
@@ -122,6 +126,8 @@ _RECORD = (
            _o.c.attempts == sa.bindparam("b_attempts"))
     .values(
         status=sa.bindparam("b_status"),
+        attempts=sa.bindparam("b_new_attempts"),
+        purpose=sa.bindparam("b_purpose"),
         next_attempt_at=sa.bindparam("b_next"),
         claimed_until=None,
         last_error=sa.func.coalesce(sa.bindparam("b_error", type_=sa.Text), _o.c.last_error),
@@ -139,7 +145,8 @@ class Dispatcher:
     def __init__(self, store: Store, clock: Clock, channels: ChannelRegistry,
                  templates: TemplateService, policy: RetryPolicy, rng: random.Random,
                  lease_ms: int = 120_000, *, interceptors: Sequence[Interceptor] | None = None,
-                 concurrency: int = 16, crash: CrashPoints | None = None) -> None:
+                 concurrency: int = 16, crash: CrashPoints | None = None,
+                 links: LinkBuilder | None = None) -> None:
         if lease_ms < 1000:
             raise ValueError(f"lease_ms must be at least 1000 so that a claim outlives its "
                              f"sends, got {lease_ms}")
@@ -157,12 +164,14 @@ class Dispatcher:
                                  else interceptors)
         self.crash = crash if crash is not None else CrashPoints.from_environment()
         self.outbox = OutboxService(store, clock)
+        self.links: LinkBuilder = links if links is not None else NoLinks()
         self._chain = build_chain(self.interceptors, self._deliver)
         # The batch being delivered: rows not recorded yet, their rendered contents, and what
         # was recorded early (channels that record each message).
         self._in_flight: dict[int, ClaimedRow] = {}
         self._contents: dict[int, dict[str, Any]] = {}
         self._early = DispatchReport()
+        self._purposes: dict[int, str] = {}
 
     # --- one batch ------------------------------------------------------------------------
 
@@ -174,6 +183,7 @@ class Dispatcher:
         if not claimed:
             return DispatchReport()
         self.crash("dispatch.after_claim")
+        self._purposes = {}
         prepared = await asyncio.to_thread(self._prepare, claimed)
         self.crash("dispatch.after_render")
         self._in_flight = {row.id: row for row in claimed}
@@ -242,7 +252,11 @@ class Dispatcher:
             params: Mapping[str, Any] = payload.get("params") or {}
             journey = payload.get("journey")
             step = payload.get("step") or row.node
-            context = render_context(contact, payload.get("entry"), journey, step)
+            purpose = str(params.get("purpose") or (template.purpose if template else None)
+                          or "marketing")
+            ref = MessageRef(row.id, contact.id, row.channel, purpose, row.shadow)
+            links = self.links.links(ref)
+            context = render_context(contact, payload.get("entry"), journey, step, links)
             try:
                 content = renderer.compose(template=template, params=params,
                                            text_fields=channel.text_fields, context=context,
@@ -250,6 +264,7 @@ class Dispatcher:
             except RenderFailed as exc:
                 prepared.failures[row.id] = Outcome.failed(exc)
                 continue
+            content = self.links.decorate(ref, content)
             kind = channel.address_kind
             address = contact.email if kind == "email" else contact.phone if kind else None
             if address:
@@ -259,7 +274,9 @@ class Dispatcher:
                 outbox_id=row.id, key=row.key, channel=row.channel, contact=contact,
                 params=params, content=content, at_ms=at, attempt=row.attempts,
                 journey_id=row.journey_id, journey=journey, step=step, template=row.template,
-                shadow=row.shadow, address_kind=kind, address=address))
+                shadow=row.shadow, address_kind=kind, address=address, purpose=purpose,
+                links=links, sender=template.sender if template else None))
+            self._purposes[row.id] = purpose
         return prepared
 
     async def _run_chain(self, messages: Sequence[Message]) -> Outcomes:
@@ -342,8 +359,9 @@ class Dispatcher:
             outcome = Outcome(OutcomeKind.FAILED, reason="no outcome was recorded",
                               retryable=True)
         values: dict[str, Any] = {"b_id": row.id, "b_attempts": row.attempts, "b_next": now,
-                                  "b_error": None, "b_ref": None, "b_rendered": content,
-                                  "b_sent_at": None}
+                                  "b_new_attempts": row.attempts, "b_error": None,
+                                  "b_ref": None, "b_rendered": content, "b_sent_at": None,
+                                  "b_purpose": self._purposes.get(row.id)}
         if outcome.kind is OutcomeKind.SENT:
             report.sent += 1
             values.update(b_status="sent", b_ref=outcome.provider_ref, b_sent_at=now)
@@ -353,10 +371,17 @@ class Dispatcher:
         elif outcome.kind is OutcomeKind.CANCELLED:
             report.cancelled += 1
             values.update(b_status="cancelled", b_error=outcome.reason)
+        elif outcome.kind is OutcomeKind.DEFERRED:
+            # A rule held it back: pending again, and this claim does not count as an attempt.
+            report.deferred += 1
+            values.update(b_status="pending", b_next=max(now, outcome.not_before or now),
+                          b_new_attempts=max(0, row.attempts - 1), b_error=outcome.reason)
         elif outcome.retryable and not self.policy.exhausted(row.attempts):
             report.retried += 1
             delay = next_delay(self.policy, row.attempts, self.rng)
-            values.update(b_status="pending", b_next=now + delay, b_error=outcome.reason)
+            asked = (outcome.not_before or 0) - now  # the receiver's Retry-After, if longer
+            values.update(b_status="pending", b_next=now + max(delay, asked),
+                          b_error=outcome.reason)
         else:
             report.dead += 1
             reason = outcome.reason or "failed"

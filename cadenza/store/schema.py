@@ -383,7 +383,11 @@ outbox = sa.Table(
     sa.Column("rendered", JSON, nullable=True, doc="what was (or in shadow, would be) sent"),
     sa.Column("created_at", Ms, nullable=False),
     sa.Column("sent_at", Ms, nullable=True),
+    sa.Column("purpose", sa.String(64), nullable=True,
+              doc="consent purpose the message was sent under (marketing, transactional, ...)"),
     sa.Index("ix_outbox_contact_id", "contact_id"),
+    sa.Index("ix_outbox_contact_sent", "contact_id", "channel", "sent_at"),
+    sa.Index("ix_outbox_provider_ref", "provider_ref"),
     sa.Index("ix_outbox_ready", "next_attempt_at",
              sqlite_where=sa.text("status IN ('pending', 'sending')"),
              postgresql_where=sa.text("status IN ('pending', 'sending')")),
@@ -400,6 +404,90 @@ templates = sa.Table(
     sa.Column("subject", sa.Text, nullable=False, default=""),
     sa.Column("body", sa.Text, nullable=False, doc="Jinja2 source, rendered in the sandbox"),
     sa.Column("created_at", Ms, nullable=False),
+    sa.Column("updated_at", Ms, nullable=False),
+    sa.Column("preheader", sa.Text, nullable=False, default="", server_default=""),
+    sa.Column("text", sa.Text, nullable=True, doc="text part source; generated when absent"),
+    sa.Column("format", sa.String(16), nullable=False, default="jinja", server_default="jinja",
+              doc="body source: jinja (HTML or text) or mjml"),
+    sa.Column("compiled", sa.Text, nullable=True,
+              doc="the body after layout (MJML) and CSS inlining; still a Jinja2 source"),
+    sa.Column("locales", JSON, nullable=True,
+              doc="locale -> {subject, preheader, body, text, compiled}"),
+    sa.Column("purpose", sa.String(64), nullable=False, default="marketing",
+              server_default="marketing", doc="consent purpose; transactional skips caps"),
+    sa.Column("sender", sa.String(64), nullable=True, doc="sender identity key"),
+)
+
+template_snippets = sa.Table(
+    "template_snippets",
+    metadata,
+    _id(),
+    sa.Column("key", sa.String(128), nullable=False, unique=True),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("created_at", Ms, nullable=False),
+    sa.Column("updated_at", Ms, nullable=False),
+)
+
+sender_identities = sa.Table(
+    "sender_identities",
+    metadata,
+    _id(),
+    sa.Column("key", sa.String(64), nullable=False, unique=True),
+    sa.Column("from_address", sa.String(320), nullable=False),
+    sa.Column("reply_to", sa.String(320), nullable=True),
+    sa.Column("list_id", sa.String(256), nullable=True),
+    sa.Column("created_at", Ms, nullable=False),
+    sa.Column("updated_at", Ms, nullable=False),
+)
+
+test_addresses = sa.Table(
+    "test_addresses",
+    metadata,
+    _id(),
+    sa.Column("address", sa.String(320), nullable=False, unique=True),
+    sa.Column("token_hash", sa.String(128), nullable=True, doc="pending verification"),
+    sa.Column("verified_at", Ms, nullable=True),
+    sa.Column("created_at", Ms, nullable=False),
+)
+
+webhook_endpoints = sa.Table(
+    "webhook_endpoints",
+    metadata,
+    _id(),
+    sa.Column("key", sa.String(64), nullable=False, unique=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("secret", sa.Text, nullable=False, doc="Standard Webhooks signing secret"),
+    sa.Column("headers", JSON, nullable=False, default=dict),
+    sa.Column("created_at", Ms, nullable=False),
+    sa.Column("updated_at", Ms, nullable=False),
+)
+
+topics = sa.Table(
+    "topics",
+    metadata,
+    _id(),
+    sa.Column("key", sa.String(64), nullable=False, unique=True, doc="a consent purpose"),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("channel", sa.String(32), nullable=False, default="email"),
+    sa.Column("created_at", Ms, nullable=False),
+)
+
+send_policies = sa.Table(
+    "send_policies",
+    metadata,
+    sa.Column("scope", sa.String(160), primary_key=True,
+              doc="'workspace' or 'journey:<key>'"),
+    sa.Column("config", JSON, nullable=False, doc="frequency caps and quiet hours"),
+    sa.Column("updated_at", Ms, nullable=False),
+)
+
+soft_bounces = sa.Table(
+    "soft_bounces",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("address", sa.String(320), primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
     sa.Column("updated_at", Ms, nullable=False),
 )
 
