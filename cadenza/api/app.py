@@ -11,7 +11,19 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI
 
 from cadenza import __version__
-from cadenza.api import admin, errors, imports, ingest, journeys, outbox, runs
+from cadenza.api import (
+    admin,
+    content,
+    errors,
+    feedback,
+    imports,
+    ingest,
+    journeys,
+    messaging,
+    outbox,
+    policies,
+    runs,
+)
 from cadenza.api.context import AppContext
 from cadenza.api.responses import JSON
 from cadenza.clock import Clock, SystemClock
@@ -120,6 +132,10 @@ def create_app(settings: Settings, store: Store | None = None,
     app.include_router(outbox.router)
     app.include_router(journeys.router)
     app.include_router(runs.router)
+    app.include_router(content.router)
+    app.include_router(messaging.router)
+    app.include_router(feedback.router)
+    app.include_router(policies.router)
 
     @app.get("/health", tags=["operations"])
     def health() -> dict[str, object]:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from cadenza.cli import data, journeys, ops, outbox
+from cadenza.cli import content, data, feedback, journeys, messaging, ops, outbox, policies
 from cadenza.cli.common import close_stores_after_commands, console, load_settings, open_store
 from cadenza.cli.simulate import simulate
 from cadenza.cli.worker import worker
@@ -38,6 +38,10 @@ outbox.register(app)
 app.add_typer(journeys.app, name="journeys")
 app.command()(simulate)
 app.command()(worker)
+content.register(app)
+messaging.register(app)
+feedback.register(app)
+policies.register(app)
 
 
 @app.command()
