@@ -76,6 +76,9 @@ class SendResult:
 
     provider_ref: str | None = None
     """The provider's reference for it (a Message-ID, a task id, a response id)."""
+    details: Mapping[str, Any] = field(default_factory=dict)
+    """What the channel learnt while sending (an SMS's segments and encoding): added to the
+    row's recorded `rendered` content."""
 
 
 class OutcomeKind(StrEnum):

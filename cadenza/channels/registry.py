@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from cadenza.channels import email, log, task, webhook
+from cadenza.channels import email, log, sms, task, webhook
 from cadenza.channels.base import Channel, ChannelDeps, ChannelSpec
 from cadenza.errors import ValidationFailed
 
@@ -17,6 +17,7 @@ _SPECS: dict[str, ChannelSpec] = {
         webhook.SPEC,
         email.SPEC,
         task.SPEC,
+        sms.SPEC,
     )
 }
 

@@ -25,6 +25,8 @@ from cadenza.engine.retry import RetryPolicy
 from cadenza.store import Store, schema
 from tests.channels.servers import HttpReceiver, SmtpSink, http_receiver, smtp_sink
 
+LOOPBACK = ("127.0.0.0/8",)
+"""The receivers listen on loopback, which the SSRF guard refuses unless allow-listed."""
 FAST = RetryPolicy(max_attempts=3, initial_ms=1000, multiplier=2, max_ms=60_000, jitter=0.5)
 
 
@@ -71,11 +73,14 @@ def make_dispatcher(store: Store, clock: Clock, *, smtp_port: int | None = None,
                     policy: RetryPolicy = FAST, seed: int = 7,
                     interceptors: Sequence[Interceptor] | None = None,
                     crash: CrashPoints | None = None, lease_ms: int = 60_000,
-                    webhook_timeout_s: float = 5.0) -> Dispatcher:
-    """A dispatcher with every channel, SMTP pointed at `smtp_port` on loopback."""
+                    webhook_timeout_s: float = 5.0, smtp_pool_size: int = 1) -> Dispatcher:
+    """A dispatcher with every channel, SMTP pointed at `smtp_port` on loopback (one pooled
+    connection unless `smtp_pool_size` says otherwise)."""
     deps = ChannelDeps(store, clock,
-                       smtp=SmtpOptions(host="127.0.0.1", port=smtp_port or 25, timeout_s=5),
-                       webhook=WebhookOptions(timeout_s=webhook_timeout_s))
+                       smtp=SmtpOptions(host="127.0.0.1", port=smtp_port or 25, timeout_s=5,
+                                        pool_size=smtp_pool_size),
+                       webhook=WebhookOptions(timeout_s=webhook_timeout_s,
+                                              allow_networks=LOOPBACK))
     return Dispatcher(store, clock, ChannelRegistry.build(deps), TemplateService(store, clock),
                       policy, random.Random(seed), lease_ms, interceptors=interceptors,
                       crash=crash or CrashPoints())

@@ -13,7 +13,7 @@ from cadenza.store import Store
 
 
 def test_names() -> None:
-    assert channel_names() == ("email", "log", "task", "webhook")
+    assert channel_names() == ("email", "log", "sms", "task", "webhook")
 
 
 def test_build_all_or_some(store: Store, clock: FakeClock) -> None:
@@ -55,6 +55,6 @@ def test_bad_params_name_the_field(channel: str, params: dict[str, Any], field: 
 
 
 def test_unknown_channel() -> None:
-    with pytest.raises(ValidationFailed, match="'sms' is not a channel; one of") as caught:
-        check_params("sms", {}, "p")
+    with pytest.raises(ValidationFailed, match="'fax' is not a channel; one of") as caught:
+        check_params("fax", {}, "p")
     assert caught.value.field == "channel"

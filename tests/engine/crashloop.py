@@ -252,7 +252,8 @@ class Workers:
                     if not name.startswith("CADENZA_")}
         self.env.update(CADENZA_DATABASE_URL=database_url, CADENZA_SMTP_HOST="127.0.0.1",
                         CADENZA_SMTP_PORT=str(smtp_port), CADENZA_SMTP_TIMEOUT_S="10",
-                        CADENZA_SECRET_KEY=SECRET, CADENZA_LOG_LEVEL="warning")
+                        CADENZA_SECRET_KEY=SECRET, CADENZA_LOG_LEVEL="warning",
+                        CADENZA_WEBHOOK_ALLOW_NETWORKS="127.0.0.0/8")  # the receiver
         self.started: list[subprocess.Popen[bytes]] = []
         self.logs: list[Path] = []
 
