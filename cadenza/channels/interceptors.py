@@ -100,7 +100,7 @@ class SuppressionInterceptor:
 
     def _lookup(self, wanted: Mapping[str, set[str]]) -> dict[str, set[str]]:
         with self.store.read() as conn:
-            return {kind: is_suppressed(conn, kind, sorted(addresses))
+            return {kind: is_suppressed(conn, kind, sorted(addresses), normalized=True)
                     for kind, addresses in wanted.items()}
 
 

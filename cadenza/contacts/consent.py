@@ -203,20 +203,28 @@ def unsuppress(conn: Connection, kind: str, address: str) -> bool:
     return bool(result.rowcount)
 
 
-def is_suppressed(conn: Connection, kind: str, addresses: Iterable[str]) -> set[str]:
+def is_suppressed(conn: Connection, kind: str, addresses: Iterable[str], *,
+                  normalized: bool = False) -> set[str]:
     """The subset of `addresses` (as given) whose normalised form is suppressed.
 
     An address that cannot be normalised is looked up as given (it is never sendable anyway,
-    and one bad address must not stop the check of the others).
+    and one bad address must not stop the check of the others). `normalized=True` says the
+    addresses are already in stored form (a contact's primary email or phone), which skips
+    normalising each one again on the send path.
     """
     given: dict[str, set[str]] = {}
+    if normalized:
+        _check_kind(kind)
     for address in addresses:
-        try:
-            form = _stored_form(kind, address)
-        except ValidationFailed as exc:
-            if exc.field == "kind":
-                raise
+        if normalized:
             form = address
+        else:
+            try:
+                form = _stored_form(kind, address)
+            except ValidationFailed as exc:
+                if exc.field == "kind":
+                    raise
+                form = address
         given.setdefault(form, set()).add(address)
     s = schema.suppressions
     values = sorted(given)
