@@ -52,7 +52,8 @@ def build_context(settings: Settings, store: Store | None = None,
         contacts=ContactService(store, clock),
         keys=KeyChecker(store, settings.secret_key, settings.key_cache_seconds),
         writer=BatchingWriter(events),
-        journeys=JourneyService(store, clock),
+        journeys=JourneyService(store, clock,
+                                publish_sample_contacts=settings.publish_sample_contacts),
     )
 
 

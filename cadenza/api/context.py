@@ -45,8 +45,8 @@ class AppContext:
 
     @cached_property
     def templates(self) -> TemplateService:
-        """Message templates."""
-        return TemplateService(self.store, self.clock)
+        """Message templates (render time limit from the settings)."""
+        return TemplateService.from_settings(self.store, self.clock, self.settings)
 
 
 def context(request: Request) -> AppContext:

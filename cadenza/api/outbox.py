@@ -29,14 +29,36 @@ class ReplayBody(_Body):
     ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=1000)
 
 
+class TranslationBody(_Body):
+    """A locale's sources; a missing subject or preheader is the default's."""
+
+    subject: str | None = Field(default=None, max_length=2000)
+    preheader: str | None = Field(default=None, max_length=2000)
+    body: str = Field(max_length=256 * 1024)
+    text: str | None = Field(default=None, max_length=256 * 1024)
+
+
 class TemplateBody(_Body):
-    """A template's sources (Jinja2)."""
+    """A template's sources (Jinja2) and settings. PUT replaces the whole template: a text
+    part left out is generated from the HTML again."""
 
     channel: str = Field(default="email", max_length=32, examples=["email"])
     subject: str = Field(default="", max_length=2000,
                          examples=["Welcome, {{ contact.attributes.first_name }}"])
+    preheader: str = Field(default="", max_length=2000,
+                           description="Preview text shown after the subject (email)")
     body: str = Field(max_length=256 * 1024, examples=["<p>Hi {{ contact.attributes."
                                                        "first_name | default('there') }}</p>"])
+    text: str | None = Field(default=None, max_length=256 * 1024,
+                             description="The text part; generated from the HTML when absent")
+    format: Literal["jinja", "mjml"] = Field(default="jinja",
+                                             description="mjml: the body is MJML (email)")
+    locales: dict[str, TranslationBody] = Field(
+        default_factory=dict, description="Translations by locale (fr, fr-CA, ...)")
+    purpose: str = Field(default="marketing", max_length=64,
+                         description="marketing, transactional or a topic key")
+    sender: str | None = Field(default=None, max_length=64,
+                               description="A sender identity key (email)")
 
 
 class PreviewBody(_Body):
@@ -45,6 +67,9 @@ class PreviewBody(_Body):
     contact_id: int = Field(ge=1, le=MAX_ID)
     entry: dict[str, Any] = Field(default_factory=dict,
                                   description="The entry context (event properties)")
+    locale: str | None = Field(default=None, max_length=35,
+                               description="Render this translation instead of the "
+                               "contact's own")
 
 
 @router.get("/outbox", response_class=JSON, tags=["outbox"])
@@ -88,12 +113,24 @@ def get_template(ctx: Ctx, _key: AdminKey, key: TemplateKey) -> JSON:
 
 @router.put("/templates/{key}", response_class=JSON, tags=["templates"])
 def put_template(ctx: Ctx, _key: AdminKey, key: TemplateKey, body: TemplateBody) -> JSON:
-    """Create (201) or replace (200) a template; syntax errors are refused with their line."""
-    record, created = ctx.templates.save(key, body.channel, body.subject, body.body)
+    """Create (201) or replace (200) a template; syntax errors, unknown snippets and broken
+    MJML are refused naming the field."""
+    locales = {name: t.model_dump(exclude_none=True) for name, t in body.locales.items()}
+    record, created = ctx.templates.save(
+        key, body.channel, body.subject, body.body, preheader=body.preheader, text=body.text,
+        format=body.format, locales=locales, purpose=body.purpose, sender=body.sender)
     return JSON(record.to_dict(), status_code=201 if created else 200)
+
+
+@router.delete("/templates/{key}", response_class=JSON, tags=["templates"])
+def delete_template(ctx: Ctx, _key: AdminKey, key: TemplateKey) -> JSON:
+    """Delete a template (outbox rows naming it fail until it is saved again)."""
+    ctx.templates.delete(key)
+    return JSON({"deleted": key})
 
 
 @router.post("/templates/{key}/preview", response_class=JSON, tags=["templates"])
 def preview_template(ctx: Ctx, _key: AdminKey, key: TemplateKey, body: PreviewBody) -> JSON:
-    """Render a template for one contact, as the dispatcher would."""
-    return JSON(ctx.templates.preview(key, body.contact_id, body.entry))
+    """Render a template for one contact, as the dispatcher would (subject, preheader, body,
+    text part, and the locale used)."""
+    return JSON(ctx.templates.preview(key, body.contact_id, body.entry, locale=body.locale))

@@ -40,7 +40,9 @@ KeyArg = Annotated[str, typer.Argument(help="The journey's key.")]
 
 
 def _service() -> JourneyService:
-    return JourneyService(open_store(load_settings()), SystemClock())
+    settings = load_settings()
+    return JourneyService(open_store(settings), SystemClock(),
+                          publish_sample_contacts=settings.publish_sample_contacts)
 
 
 def _when(ms: int | None) -> str:

@@ -1,5 +1,5 @@
 """Outbox and template commands: list, inspect and replay outbox rows, run the dispatcher,
-save, list and preview templates."""
+save, list, preview, delete and test-send templates."""
 
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ def _outbox() -> OutboxService:
 
 
 def _templates() -> TemplateService:
-    return TemplateService(open_store(load_settings()), SystemClock())
+    settings = load_settings()
+    return TemplateService.from_settings(open_store(settings), SystemClock(), settings)
 
 
 def _when(ms: int | None) -> str:
@@ -187,23 +188,56 @@ def build_dispatcher(store: Store, settings: Settings) -> Dispatcher:
 def templates_save(
     key: Annotated[str, typer.Argument(help="Template key, e.g. welcome.")],
     body_file: Annotated[Path, typer.Option(exists=True, dir_okay=False, readable=True,
-                                            help="File with the Jinja2 body.")],
+                                            help="File with the body: Jinja2 HTML or text, "
+                                            "or MJML (a .mjml file).")],
     channel: Annotated[str, typer.Option(help="Channel it is written for.")] = "email",
     subject: Annotated[str, typer.Option(help="Jinja2 subject line.")] = "",
+    preheader: Annotated[str, typer.Option(help="Preview text after the subject.")] = "",
+    text_file: Annotated[Path | None, typer.Option(
+        exists=True, dir_okay=False, readable=True,
+        help="File with the text part (generated from the HTML when left out).")] = None,
+    format: Annotated[str | None, typer.Option(
+        help="jinja or mjml (default: mjml for a .mjml file, else jinja).")] = None,
+    locales_file: Annotated[Path | None, typer.Option(
+        exists=True, dir_okay=False, readable=True,
+        help="YAML or JSON: {locale: {subject, preheader, body, text}} translations.")] = None,
+    purpose: Annotated[str, typer.Option(help="marketing, transactional or a topic key.")]
+    = "marketing",
+    sender: Annotated[str | None, typer.Option(help="Sender identity key (email).")] = None,
 ) -> None:
-    """Create or replace a template (checked for syntax errors first)."""
-    record, created = _templates().save(key, channel, subject,
-                                        body_file.read_text(encoding="utf-8"))
+    """Create or replace a template (syntax, snippets and layout are checked first)."""
+    chosen = format or ("mjml" if body_file.suffix.lower() == ".mjml" else "jinja")
+    record, created = _templates().save(
+        key, channel, subject, body_file.read_text(encoding="utf-8"), preheader=preheader,
+        text=text_file.read_text(encoding="utf-8") if text_file else None, format=chosen,
+        locales=_read_locales(locales_file) if locales_file else None, purpose=purpose,
+        sender=sender)
+    extra = f", locales {', '.join(sorted(record.locales))}" if record.locales else ""
     console.print(f"[green]{'Created' if created else 'Updated'}[/] template {record.key!r} "
-                  f"({record.channel}).")
+                  f"({record.channel}, {record.format}{extra}).")
+
+
+def _read_locales(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ValidationFailed("locales", f"{path.name} is not YAML or JSON: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ValidationFailed("locales", f"{path.name} must map locales to their sources, "
+                               "e.g. fr: {subject: ..., body: ...}")
+    return loaded
 
 
 @templates.command("list")
 def templates_list() -> None:
     """Every template."""
-    table = Table("key", "channel", "subject", "updated (UTC)")
+    table = Table("key", "channel", "format", "purpose", "locales", "subject",
+                  "updated (UTC)")
     for record in _templates().all():
-        table.add_row(record.key, record.channel, _short(record.subject),
+        table.add_row(record.key, record.channel, record.format, record.purpose,
+                      ", ".join(sorted(record.locales or {})), _short(record.subject, 40),
                       _when(record.updated_at))
     console.print(table)
 
@@ -214,17 +248,52 @@ def templates_show(key: Annotated[str, typer.Argument()]) -> None:
     print_json(_templates().get(key).to_dict())
 
 
-@templates.command("render")
-def templates_render(
-    key: Annotated[str, typer.Argument()],
-    contact: Annotated[int, typer.Option(min=1, help="Contact id to render for.")],
-    entry: Annotated[str, typer.Option(help="Entry context as a JSON object.")] = "{}",
-) -> None:
-    """Render a template for one contact, exactly as the dispatcher would."""
+@templates.command("delete")
+def templates_delete(key: Annotated[str, typer.Argument()]) -> None:
+    """Delete a template."""
+    _templates().delete(key)
+    console.print(f"Deleted template {key!r}.")
+
+
+def _entry(entry: str) -> dict[str, Any]:
     try:
         context = orjson.loads(entry)
     except orjson.JSONDecodeError as exc:
         raise ValidationFailed("entry", f"is not JSON: {exc}") from None
     if not isinstance(context, dict):
         raise ValidationFailed("entry", "must be a JSON object")
-    print_json(_templates().preview(key, contact, context))
+    return context
+
+
+Entry = Annotated[str, typer.Option(help="Entry context as a JSON object.")]
+Locale = Annotated[str | None, typer.Option(help="Render this translation (fr, fr-CA) "
+                                            "instead of the contact's own.")]
+
+
+@templates.command("render")
+def templates_render(
+    key: Annotated[str, typer.Argument()],
+    contact: Annotated[int, typer.Option(min=1, help="Contact id to render for.")],
+    entry: Entry = "{}",
+    locale: Locale = None,
+) -> None:
+    """Render a template for one contact, exactly as the dispatcher would."""
+    print_json(_templates().preview(key, contact, _entry(entry), locale=locale))
+
+
+@templates.command("test-send")
+def templates_test_send(
+    key: Annotated[str, typer.Argument()],
+    to: Annotated[str, typer.Option(help="A verified test address (cadenza test-addresses).")],
+    contact: Annotated[int, typer.Option(min=1, help="Contact id to render as.")],
+    entry: Entry = "{}",
+    locale: Locale = None,
+) -> None:
+    """Mail a template, rendered as a contact, to a verified test address ("[Test] ")."""
+    from cadenza.channels.testsend import TestSendService
+
+    settings = load_settings()
+    service = TestSendService.from_settings(open_store(settings), SystemClock(), settings)
+    sent = service.send(key, to, contact, _entry(entry), locale=locale)
+    console.print(f"[green]Sent[/] {sent['subject']!r} to {sent['address']} "
+                  f"({sent['provider_ref'] or 'no reference'}).")

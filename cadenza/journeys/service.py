@@ -40,9 +40,12 @@ class JourneyService:
     """Journeys and their versions over the store."""
 
     def __init__(self, store: Store, clock: Clock,
-                 channels: Collection[str] | None = None) -> None:
+                 channels: Collection[str] | None = None, *,
+                 publish_sample_contacts: int = 20) -> None:
         self.store = store
         self.clock = clock
+        self.publish_sample_contacts = publish_sample_contacts
+        """Contacts every reachable template must render for at publish (0: no check)."""
         self.channels = DEFAULT_CHANNELS if channels is None else frozenset(channels)
         self._specs: dict[int, JourneySpec] = {}
 
@@ -175,6 +178,9 @@ class JourneyService:
                 raise Conflict(f"journey {key!r} has no live version for a shadow to run "
                                "alongside; publish one live first")
             checked = self._full_check(conn, target.definition)
+            from cadenza.channels.validation import check_publish  # channels import journeys
+
+            check_publish(conn, self.store, checked, self.publish_sample_contacts)
             if not q.publish_version(conn, target.id, content_hash(target.definition), now):
                 raise Conflict(f"version {target.number} of {key!r} was published meanwhile")
             if shadow:

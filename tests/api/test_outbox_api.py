@@ -35,7 +35,8 @@ def test_templates_save_read_preview(api: Api, store: Store, clock: FakeClock) -
     preview = api.post("/templates/welcome/preview", {"contact_id": contact,
                                                       "entry": {"note": "<b>"}})
     assert preview.status_code == 200, preview.text
-    assert preview.json() == {"body": "<p>&lt;b&gt;!</p>", "html": True}
+    assert preview.json() == {"body": "<p>&lt;b&gt;!</p>", "html": True, "text": "<b>!\n",
+                              "locale": None}
 
 
 def test_template_errors(api: Api, store: Store, clock: FakeClock) -> None:
