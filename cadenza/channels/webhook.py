@@ -91,8 +91,11 @@ def require_http_url(url: httpx.URL) -> None:
                            "not accepted", retryable=False)
 
 
-def request_body(message: Message) -> dict[str, Any]:
-    """The JSON a receiver gets."""
+def request_body(message: Message) -> Any:
+    """The JSON a receiver gets: a webhook template's rendered JSON as it is (the receiver
+    chose its shape: a Slack message, a CRM record), otherwise Cadenza's envelope."""
+    if "json" in message.content:
+        return message.content["json"]
     contact = message.contact
     body: dict[str, Any] = {
         "id": message.key,

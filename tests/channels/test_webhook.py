@@ -14,6 +14,7 @@ from cadenza.channels.endpoints import EndpointService
 from cadenza.channels.registry import check_params
 from cadenza.channels.signing import new_secret, verify
 from cadenza.channels.ssrf import SsrfGuard, parse_networks
+from cadenza.channels.templates import TemplateService
 from cadenza.channels.webhook import WebhookChannel, retry_after_ms
 from cadenza.clock import FakeClock
 from cadenza.errors import ValidationFailed
@@ -216,3 +217,26 @@ def test_a_webhook_that_always_answers_4xx_is_dead_lettered_while_the_rest_flow(
     assert state[rows[2]]["attempts"] == 1  # a 4xx is not worth another try
     assert all(state[r]["status"] == "sent" for i, r in enumerate(rows) if i != 2)
     assert set(receiver.effects) == {f"hook-{i}" for i in range(6) if i != 2}
+
+
+def test_a_webhook_template_defines_the_whole_body(store: Store,
+                                                   receiver: HttpReceiver) -> None:
+    """A webhook-body template is posted as rendered (its own shape, values via tojson),
+    with the same idempotency key; no Cadenza envelope around it."""
+    clock = FakeClock(1_000_000)
+    TemplateService(store, clock).save(
+        "slack", "webhook", "",
+        '{"text": {{ ("Signup: " ~ contact.attributes.name) | tojson }}, "n": 2}')
+    contact = add_contact(store, clock.now_ms(), email="q@example.com",
+                          attributes={"name": 'Zoë "Q" <b>'})
+    (row,) = add_outbox(store, clock.now_ms(), [
+        {"contact_id": contact, "channel": "webhook", "key": "tpl-1", "template": "slack",
+         "params": {"url": receiver.url + "/slack"}}])
+    dispatcher = make_dispatcher(store, clock)
+    report = asyncio.run(dispatcher.run_once())
+    asyncio.run(dispatcher.close())
+    assert report.sent == 1, outbox_rows(store)[row]
+    (got,) = receiver.requests
+    assert got.key == "tpl-1"
+    assert got.body == {"text": 'Signup: Zoë "Q" <b>', "n": 2}
+
