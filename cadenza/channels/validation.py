@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cadenza.channels.endpoints import load_endpoints
 from cadenza.channels.errors import RenderFailed
 from cadenza.channels.models import Recipient, TemplateRecord
 from cadenza.channels.render import Renderer, render_context
@@ -94,10 +95,9 @@ def check_publish(conn: Connection, store: Store, spec: JourneySpec, sample_size
                   renderer: Renderer | None = None) -> None:
     """Raise JourneyInvalid when a reachable send of `spec` does not render for a sampled
     contact (one problem per step, the first contact it fails for)."""
-    if sample_size <= 0:
-        return
     sends = _sends(spec)
-    if not sends:
+    _check_endpoints(conn, spec, sends)
+    if sample_size <= 0 or not sends:
         return
     samples = sample_contacts(conn, spec, sample_size)
     if not samples:
@@ -112,6 +112,18 @@ def check_publish(conn: Connection, store: Store, spec: JourneySpec, sample_size
         failure = _first_failure(renderer, spec, send, template, samples)
         if failure is not None:
             problems.append(failure)
+    if problems:
+        raise JourneyInvalid(spec.key, problems)
+
+
+def _check_endpoints(conn: Connection, spec: JourneySpec, sends: Sequence[_Send]) -> None:
+    """Webhook steps that name a saved endpoint name one that exists."""
+    named = {s.step: s.params["endpoint"] for s in sends
+             if s.channel == "webhook" and isinstance(s.params.get("endpoint"), str)}
+    found = load_endpoints(conn, set(named.values())) if named else {}
+    problems = [Problem(step, "params.endpoint", f"{key!r} names no saved webhook endpoint; "
+                        f"save it first (cadenza webhooks add {key} URL)")
+                for step, key in sorted(named.items()) if key not in found]
     if problems:
         raise JourneyInvalid(spec.key, problems)
 

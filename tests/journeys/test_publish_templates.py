@@ -4,12 +4,15 @@ template, the contact and the error."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
+from cadenza.channels.endpoints import EndpointService
+from cadenza.channels.ssrf import SsrfGuard, parse_networks
 from cadenza.channels.templates import TemplateService
 from cadenza.clock import FakeClock
 from cadenza.journeys import JourneyInvalid, JourneyService
@@ -128,3 +131,19 @@ def test_the_api_answers_400_with_the_problem(client: httpx.Client, keys: Keys,
     error = published.json()["error"]
     assert error["code"] == "journey.invalid"
     assert f"contact {contact}" in error["message"]
+
+
+def test_a_webhook_step_must_name_a_saved_endpoint(journeys: JourneyService, store: Store,
+                                                   clock: FakeClock) -> None:
+    definition = minimal(steps=[{"id": "sync", "send": {
+        "channel": "webhook", "endpoint": "crm-sync"}}])
+    with pytest.raises(JourneyInvalid) as caught:
+        publish(journeys, definition)
+    problem = caught.value.problems[0]
+    assert (problem.step, problem.field) == ("sync", "params.endpoint")
+    assert "'crm-sync' names no saved webhook endpoint" in problem.reason
+    endpoints = EndpointService(store, clock,
+                                guard=SsrfGuard(parse_networks(["127.0.0.0/8"])))
+    asyncio.run(endpoints.save("crm-sync", "http://127.0.0.1:9/hook"))
+    publish(journeys, definition)
+    assert journeys.get("welcome-flow").status == "live"
