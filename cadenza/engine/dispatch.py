@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -52,6 +52,7 @@ from cadenza.channels import (
     render_context,
 )
 from cadenza.channels.links import LinkBuilder, MessageRef, NoLinks
+from cadenza.channels.ratelimit import RateLimited
 from cadenza.clock import Clock
 from cadenza.engine.crash import CrashPoints
 from cadenza.engine.retry import RetryPolicy, next_delay
@@ -62,6 +63,11 @@ logger = logging.getLogger("cadenza.engine.dispatch")
 
 MAX_BATCH = 1000
 MAX_MERGE_HOPS = 8
+DEFAULT_CONCURRENCY = 16
+"""Sends in flight at once. Also the most messages a crash can repeat on channels without an
+idempotency key (email): each holds its place until its record commits."""
+GROUP_WINDOW_S = 0.005
+"""How long the first accepted message waits for others to share its record transaction."""
 _o = schema.outbox
 _c = schema.contacts
 
@@ -145,7 +151,7 @@ class Dispatcher:
     def __init__(self, store: Store, clock: Clock, channels: ChannelRegistry,
                  templates: TemplateService, policy: RetryPolicy, rng: random.Random,
                  lease_ms: int = 120_000, *, interceptors: Sequence[Interceptor] | None = None,
-                 concurrency: int = 16, crash: CrashPoints | None = None,
+                 concurrency: int = DEFAULT_CONCURRENCY, crash: CrashPoints | None = None,
                  links: LinkBuilder | None = None) -> None:
         if lease_ms < 1000:
             raise ValueError(f"lease_ms must be at least 1000 so that a claim outlives its "
@@ -172,6 +178,7 @@ class Dispatcher:
         self._contents: dict[int, dict[str, Any]] = {}
         self._early = DispatchReport()
         self._purposes: dict[int, str] = {}
+        self._group = _GroupCommit(self._record_early)
 
     # --- one batch ------------------------------------------------------------------------
 
@@ -189,6 +196,7 @@ class Dispatcher:
         self._in_flight = {row.id: row for row in claimed}
         self._contents = prepared.contents
         self._early = DispatchReport()
+        self._group = _GroupCommit(self._record_early)
         try:
             outcomes = await self._run_chain(prepared.messages)
         finally:
@@ -308,6 +316,9 @@ class Dispatcher:
             result = await channel.send(message)
         except Undeliverable as exc:
             return Outcome.cancelled(exc.message)
+        except RateLimited as exc:
+            # Not attempted: the provider's rate limit had no room in time.
+            return Outcome.deferred(exc.retry_after_ms or self.clock.now_ms(), exc.message)
         except CadenzaError as exc:
             return Outcome.failed(exc)
         except Exception as exc:
@@ -317,17 +328,25 @@ class Dispatcher:
             return Outcome(OutcomeKind.FAILED, reason=f"{type(exc).__name__}: {exc}",
                            retryable=True)
         outcome = Outcome.sent(result.provider_ref)
+        if result.details and message.outbox_id in self._contents:
+            self._contents[message.outbox_id].update(result.details)
         row = self._in_flight.get(message.outbox_id)
         if channel.record_each and row is not None:
             # Accepted by a receiver that cannot drop a repeat: record it now, not with the
-            # batch, so that a crash from here on repeats this message only.
+            # batch, so that a crash from here on repeats this message only (and the others
+            # in flight). The send holds its place among the `concurrency` sends until its
+            # record commits, so no more than those are ever accepted and unrecorded.
             del self._in_flight[message.outbox_id]
-            early = await asyncio.to_thread(
-                self._record, [row], {row.id: outcome},
-                {row.id: self._contents[row.id]} if row.id in self._contents else {},
-                batch=False)
-            self._early = self._early.merged(early)
+            await self._group.record(row, outcome, self._contents.get(row.id))
         return outcome
+
+    def _record_early(self, group: Sequence[tuple[ClaimedRow, Outcome, dict[str, Any] | None]]
+                      ) -> None:
+        rows = [row for row, _, _ in group]
+        report = self._record(rows, {row.id: outcome for row, outcome, _ in group},
+                              {row.id: content for row, _, content in group
+                               if content is not None}, batch=False)
+        self._early = self._early.merged(report)
 
     def _record(self, claimed: Sequence[ClaimedRow], outcomes: Outcomes,
                 contents: Mapping[int, dict[str, Any]], *, batch: bool = True
@@ -435,6 +454,48 @@ class Dispatcher:
         return self.outbox.replay(ids)
 
 
+_Accepted = tuple[ClaimedRow, Outcome, "dict[str, Any] | None"]
+
+
+class _GroupCommit:
+    """Records accepted messages in small groups: the first to arrive writes, those arriving
+    meanwhile wait and go together in the next write (group commit). Each caller returns
+    once its own message is committed, so the group never holds a message whose send has
+    already returned."""
+
+    def __init__(self, write: Callable[[Sequence[_Accepted]], None]) -> None:
+        self._write = write
+        self._queue: list[tuple[_Accepted, asyncio.Future[bool]]] = []
+        self._writing = False
+
+    async def record(self, row: ClaimedRow, outcome: Outcome,
+                     content: dict[str, Any] | None) -> None:
+        """Commit one accepted message, with whatever else is waiting."""
+        mine: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append(((row, outcome, content), mine))
+        # `mine` says True when another wrote it, False when this caller writes next.
+        if self._writing and await mine:
+            return
+        self._writing = True
+        await asyncio.sleep(GROUP_WINDOW_S)  # let the sends finishing now join this group
+        group, self._queue = self._queue, []
+        try:
+            await asyncio.to_thread(self._write, [item for item, _ in group])
+        except BaseException as exc:
+            for _, waiter in group:
+                if waiter is not mine and not waiter.done():
+                    waiter.set_exception(exc)
+            raise
+        finally:
+            self._writing = False
+            if self._queue:  # hand over to the first waiting: it writes the next group
+                self._writing = True
+                self._queue[0][1].set_result(False)
+        for _, waiter in group:
+            if waiter is not mine and not waiter.done():
+                waiter.set_result(True)
+
+
 def load_recipients(conn: Connection, ids: Iterable[int]) -> dict[int, Recipient]:
     """Contacts by the ids outbox rows name, following merges to the surviving contact; one
     statement per merge hop (normally one in all)."""
@@ -472,15 +533,30 @@ async def _wait_any(events: Sequence[asyncio.Event], timeout_s: float) -> None:
 
 
 def dispatcher_from_settings(store: Store, clock: Clock, settings: Any) -> Dispatcher:
-    """A live dispatcher: the channels configured by the settings (`smtp_*`), the default
-    retry policy."""
-    from cadenza.channels import ChannelDeps, ChannelRegistry, SmtpOptions, TemplateService
+    """A live dispatcher: the channels configured by the settings (`smtp_*`, `email_*`,
+    `webhook_*`, and the settings each channel reads itself), the default retry policy."""
+    from cadenza.channels import (
+        ChannelDeps,
+        ChannelRegistry,
+        SmtpOptions,
+        TemplateService,
+        WebhookOptions,
+    )
     from cadenza.errors import ConfigError
 
     try:
         smtp = SmtpOptions.from_settings(settings)
     except ValueError as exc:
         raise ConfigError("CADENZA_SMTP_*", str(exc)) from None
-    channels = ChannelRegistry.build(ChannelDeps(store, clock, smtp=smtp))
-    return Dispatcher(store, clock, channels, TemplateService(store, clock), RetryPolicy(),
-                      random.Random())
+    try:
+        webhook = WebhookOptions.from_settings(settings)
+    except ValueError as exc:
+        raise ConfigError("CADENZA_WEBHOOK_*", str(exc)) from None
+    from cadenza.channels.tracking import link_builder_from_settings
+
+    channels = ChannelRegistry.build(ChannelDeps(store, clock, smtp=smtp, webhook=webhook,
+                                                 settings=settings))
+    return Dispatcher(store, clock, channels, TemplateService.from_settings(store, clock,
+                                                                            settings),
+                      RetryPolicy(), random.Random(),
+                      links=link_builder_from_settings(settings))

@@ -41,6 +41,7 @@ from cadenza.channels import TemplateService
 from cadenza.channels.email import message_id
 from cadenza.clock import SystemClock
 from cadenza.contacts import FieldSpec, declare_field
+from cadenza.engine.dispatch import DEFAULT_CONCURRENCY
 from cadenza.journeys import JourneyService
 from cadenza.store import Store, allocate_ids, dumps, insert_rows, schema
 from tests.channels.servers import HttpReceiver, SmtpSink, http_receiver
@@ -544,9 +545,11 @@ def assert_books(outcome: Outcome) -> None:
     assert strays == [], strays[:5]
     duplicates = {m: c for m, c in copies.items() if c - 1 > lost[by_id[m]["id"]]}
     assert duplicates == {}, f"messages duplicated beyond the claims kills lost: {duplicates}"
-    # The dispatcher records each accepted email at once: only a kill that lands between the
-    # SMTP server's acceptance and that commit repeats a message, one per kill at most.
-    assert sum(c - 1 for c in copies.values()) <= len(outcome.kills), (
+    # The dispatcher records each accepted email at once (in small groups): only a kill that
+    # lands between the SMTP server's acceptance and that commit repeats a message, and then
+    # at most the sends in flight (the dispatcher's concurrency; each holds its place until
+    # its record commits).
+    assert sum(c - 1 for c in copies.values()) <= len(outcome.kills) * DEFAULT_CONCURRENCY, (
         f"{sum(c - 1 for c in copies.values())} SMTP duplicates from {len(outcome.kills)} "
         "kills")
 
