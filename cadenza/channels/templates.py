@@ -236,7 +236,14 @@ class TemplateService:
                 locale: str | None = None) -> dict[str, Any]:
         """Render template `key` for one contact, as the dispatcher would; `locale` renders
         another translation than the contact's own."""
-        template = self.get(key)
+        _, _, content = self.render_as(self.get(key), contact_id, entry, locale=locale)
+        return content
+
+    def render_as(self, template: TemplateRecord, contact_id: int,
+                  entry: Mapping[str, Any] | None = None, *, locale: str | None = None
+                  ) -> tuple[TemplateRecord, Recipient, dict[str, Any]]:
+        """`template` rendered for contact `contact_id` (in `locale` when given): the
+        template, the contact as rendered for, and the content with the `locale` chosen."""
         contact = load_contact(self.store, contact_id)
         if locale is not None:
             if not LOCALE.match(locale):
@@ -246,9 +253,9 @@ class TemplateService:
                                 contact.attributes, contact.timezone, locale)
         context = render_context(contact, entry, None, None)
         content = self.renderer.compose(template=template, params={}, text_fields=(),
-                                        context=context, inline_name=key)
+                                        context=context, inline_name=template.key)
         content["locale"] = self.renderer.variant(template, contact.locale).locale
-        return content
+        return template, contact, content
 
 
 def load_contact(store: Store, contact_id: int) -> Recipient:

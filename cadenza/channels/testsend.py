@@ -26,8 +26,7 @@ from email_validator import EmailNotValidError, validate_email
 from cadenza.channels.base import Channel
 from cadenza.channels.errors import ChannelError
 from cadenza.channels.models import Message, Recipient
-from cadenza.channels.render import render_context
-from cadenza.channels.templates import LOCALE, TemplateService, load_contact
+from cadenza.channels.templates import TemplateService
 from cadenza.clock import Clock
 from cadenza.errors import ConfigError, Forbidden, NotFound, ValidationFailed
 from cadenza.store import Store, dialect_insert, schema
@@ -196,17 +195,9 @@ class TestSendService:
         if template.channel != "email":
             raise ValidationFailed("key", f"template {key!r} is for {template.channel}; test "
                                    "sends are for email templates")
-        contact = load_contact(self.store, contact_id)
-        if locale is not None:
-            if not LOCALE.match(locale):
-                raise ValidationFailed("locale", f"{locale[:40]!r} is not a locale such as "
-                                       "fr or fr-CA")
-            contact = Recipient(contact.id, contact.email, contact.phone, contact.user_id,
-                                contact.attributes, contact.timezone, locale)
-        context = render_context(contact, entry, None, None)
-        content = self.templates.renderer.compose(template=template, params={},
-                                                  text_fields=(), context=context,
-                                                  inline_name=key)
+        _, contact, content = self.templates.render_as(template, contact_id, entry,
+                                                       locale=locale)
+        content.pop("locale", None)
         subject = TEST_PREFIX + str(content.get("subject", ""))
         now = self.clock.now_ms()
         ref = self._mail(normalized, subject, content, key=f"test-send:{key}:{normalized}:{now}",

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from tests.channels.servers import _Server
+from tests.channels.servers import serving
 
 SENDGRID_KEY = "SG.test-key"
 POSTMARK_TOKEN = "pm-server-token"
@@ -174,14 +174,6 @@ def _handler(server: EspServer) -> type[BaseHTTPRequestHandler]:
 def esp_server() -> Iterator[EspServer]:
     """Both APIs on one free loopback port, for the duration of the block."""
     state = EspServer()
-    http = _Server(("127.0.0.1", 0), _handler(state))
-    thread = threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.02},
-                              daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{http.server_address[1]}"
-    try:
+    with serving(_handler(state)) as url:
+        state.url = url
         yield state
-    finally:
-        http.shutdown()
-        http.server_close()
-        thread.join(timeout=5)

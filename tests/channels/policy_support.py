@@ -3,7 +3,6 @@ journeys, policies, and messages built without a store for the pure rules."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -14,20 +13,7 @@ from cadenza.channels.models import Message, Recipient
 from cadenza.channels.policies import PolicyService
 from cadenza.clock import FakeClock
 from cadenza.contacts import ConsentChange, ConsentStatus, record_consent
-from cadenza.engine.dispatch import Dispatcher, DispatchReport
 from cadenza.store import Store, schema
-
-
-def dispatch(dispatcher: Dispatcher, limit: int = 100) -> DispatchReport:
-    """One batch, in its own event loop (channels are closed after it)."""
-
-    async def go() -> DispatchReport:
-        try:
-            return await dispatcher.run_once(limit)
-        finally:
-            await dispatcher.close()
-
-    return asyncio.run(go())
 
 
 def at(text: str, zone: str = "UTC") -> int:

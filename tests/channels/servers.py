@@ -107,20 +107,28 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextmanager
-def http_receiver() -> Iterator[HttpReceiver]:
-    """A receiver on a free loopback port, for the duration of the block."""
-    receiver = HttpReceiver()
-    server = _Server(("127.0.0.1", 0), _handler(receiver))
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """An HTTP server running `handler` on a free loopback port, for the duration of the
+    block; yields its base URL."""
+    server = _Server(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
                               daemon=True)
     thread.start()
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        yield receiver
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@contextmanager
+def http_receiver() -> Iterator[HttpReceiver]:
+    """A receiver on a free loopback port, for the duration of the block."""
+    receiver = HttpReceiver()
+    with serving(_handler(receiver)) as url:
+        receiver.url = url
+        yield receiver
 
 
 @dataclass

@@ -3,6 +3,7 @@ dispatcher wired to loopback receivers. Fixtures here are imported by tests/engi
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -20,7 +21,7 @@ from cadenza.channels import (
 )
 from cadenza.clock import Clock
 from cadenza.engine.crash import CrashPoints
-from cadenza.engine.dispatch import Dispatcher
+from cadenza.engine.dispatch import Dispatcher, DispatchReport
 from cadenza.engine.retry import RetryPolicy
 from cadenza.store import Store, schema
 from tests.channels.servers import HttpReceiver, SmtpSink, http_receiver, smtp_sink
@@ -67,6 +68,18 @@ def outbox_rows(store: Store) -> dict[int, dict[str, Any]]:
     o = schema.outbox
     with store.read() as conn:
         return {row["id"]: dict(row) for row in conn.execute(sa.select(o)).mappings()}
+
+
+def dispatch(dispatcher: Dispatcher, limit: int = 100) -> DispatchReport:
+    """One batch, in its own event loop (channels are closed after it)."""
+
+    async def go() -> DispatchReport:
+        try:
+            return await dispatcher.run_once(limit)
+        finally:
+            await dispatcher.close()
+
+    return asyncio.run(go())
 
 
 def make_dispatcher(store: Store, clock: Clock, *, smtp_port: int | None = None,

@@ -20,7 +20,6 @@ from cadenza.store import Store
 from tests.channels.policy_support import (
     add_journey,
     at,
-    dispatch,
     mark_sent,
     message,
     set_journey,
@@ -28,7 +27,14 @@ from tests.channels.policy_support import (
     set_timezone,
 )
 from tests.channels.servers import SmtpSink
-from tests.channels.support import add_contact, add_outbox, make_dispatcher, outbox_rows, smtp
+from tests.channels.support import (
+    add_contact,
+    add_outbox,
+    dispatch,
+    make_dispatcher,
+    outbox_rows,
+    smtp,
+)
 
 __all__ = ["smtp"]
 

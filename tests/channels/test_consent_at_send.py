@@ -15,11 +15,12 @@ from cadenza.clock import FakeClock
 from cadenza.contacts import ConsentStatus, SuppressionReason, suppress
 from cadenza.engine.dispatch import DispatchReport
 from cadenza.store import Store, schema
-from tests.channels.policy_support import at, consent, dispatch, message, set_policy
+from tests.channels.policy_support import at, consent, message, set_policy
 from tests.channels.servers import SmtpSink
 from tests.channels.support import (
     add_contact,
     add_outbox,
+    dispatch,
     make_dispatcher,
     outbox_rows,
     smtp,

@@ -15,14 +15,20 @@ from cadenza.store import Store
 from tests.channels.policy_support import (
     add_journey,
     at,
-    dispatch,
     local,
     set_journey,
     set_policy,
     set_timezone,
 )
 from tests.channels.servers import SmtpSink
-from tests.channels.support import add_contact, add_outbox, make_dispatcher, outbox_rows, smtp
+from tests.channels.support import (
+    add_contact,
+    add_outbox,
+    dispatch,
+    make_dispatcher,
+    outbox_rows,
+    smtp,
+)
 
 __all__ = ["smtp"]
 

@@ -14,13 +14,14 @@ from cadenza.channels import ChannelError, Outcome, TemplateService
 from cadenza.channels.email import message_id
 from cadenza.clock import FakeClock
 from cadenza.contacts import SuppressionReason, suppress
-from cadenza.engine.dispatch import Dispatcher, DispatchReport
+from cadenza.engine.dispatch import DispatchReport
 from cadenza.engine.retry import RetryPolicy
 from cadenza.store import Store, schema
 from tests.channels.servers import HttpReceiver, SmtpSink
 from tests.channels.support import (
     add_contact,
     add_outbox,
+    dispatch,
     make_dispatcher,
     outbox_rows,
     receiver,
@@ -30,16 +31,6 @@ from tests.channels.support import (
 __all__ = ["receiver", "smtp"]
 
 
-def dispatch(dispatcher: Dispatcher, limit: int = 100) -> DispatchReport:
-    """One batch, in its own event loop (channels are closed after it)."""
-
-    async def go() -> DispatchReport:
-        try:
-            return await dispatcher.run_once(limit)
-        finally:
-            await dispatcher.close()
-
-    return asyncio.run(go())
 
 
 def webhook_row(contact: int, url: str, **extra: object) -> dict[str, object]:
