@@ -30,6 +30,8 @@ class Received:
     status: int
     body: dict[str, Any]
     headers: dict[str, str]
+    raw: bytes = b""
+    """The body byte for byte (to verify signatures over exactly what was sent)."""
 
 
 @dataclass
@@ -46,11 +48,11 @@ class HttpReceiver:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def answer(self, path: str, key: str | None, body: dict[str, Any],
-               headers: dict[str, str]) -> int:
+               headers: dict[str, str], raw: bytes = b"") -> int:
         with self.lock:
             planned = self.plan.get(key or "")
             status = self.always or (planned.pop(0) if planned else 200)
-            self.requests.append(Received(path, key, status, body, headers))
+            self.requests.append(Received(path, key, status, body, headers, raw))
             if 200 <= status < 300 and key is not None and key not in self.effects:
                 self.effects[key] += 1
             return status
@@ -73,7 +75,7 @@ def _handler(receiver: HttpReceiver) -> type[BaseHTTPRequestHandler]:
                 time.sleep(1.0)
             body = orjson.loads(raw) if raw else {}
             key = self.headers.get("Idempotency-Key")
-            status = receiver.answer(self.path, key, body, dict(self.headers.items()))
+            status = receiver.answer(self.path, key, body, dict(self.headers.items()), raw)
             if self.path.startswith("/big"):
                 self.send_response(status)
                 self.send_header("Content-Length", str(50 * 1024 * 1024))
