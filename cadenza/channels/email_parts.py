@@ -9,6 +9,7 @@ are read through a short cache, one query per refresh, never one per message.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -193,9 +194,15 @@ def email_parts(message: Message, options: SmtpOptions, sender: Sender,
         message.links, options.unsubscribe_mailto, list_id)
     return EmailParts(
         key=message.key, message_id=message_id(message.key, options.message_id_domain),
-        date=formatdate(message.at_ms / 1000, usegmt=True), sender=sender, to=to,
+        date=_date(message.at_ms // 1000), sender=sender, to=to,
         subject=mime.one_line(str(content.get("subject", ""))), text=text, html=html,
         reply_to=reply_to, list_headers=headers, one_click=one_click)
+
+
+@functools.lru_cache(maxsize=64)
+def _date(seconds: int) -> str:
+    """The Date header of a message handed over at `seconds` (a batch shares one)."""
+    return formatdate(seconds, usegmt=True)
 
 
 def _list_headers(links: Mapping[str, str], mailto: str | None, list_id: str | None

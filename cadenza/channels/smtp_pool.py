@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiosmtplib
@@ -49,25 +49,17 @@ class SmtpPool:
         self.connections_opened = 0
         """Connections opened so far (for tests and metrics)."""
 
-    @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[PooledConnection]:
-        """A connection for one transaction; back to the pool afterwards unless broken."""
-        slots = self._bind()
-        async with slots:
-            conn = await self._take()
-            try:
-                yield conn
-            except aiosmtplib.SMTPResponseException:
-                raise  # a reply: the envelope was reset and the connection is usable
-            except BaseException:
-                conn.broken = True  # a timeout, a disconnect, a cancellation: state unknown
-                raise
-            finally:
-                if conn.broken or not conn.smtp.is_connected:
-                    conn.smtp.close()
-                else:
-                    conn.last_used = self._monotonic()
-                    self._idle.append(conn)
+    def connection(self) -> _Lease:
+        """A connection for one transaction (`async with`); back to the pool afterwards
+        unless broken."""
+        return _Lease(self)
+
+    def _give_back(self, conn: PooledConnection) -> None:
+        if conn.broken or not conn.smtp.is_connected:
+            conn.smtp.close()
+        else:
+            conn.last_used = self._monotonic()
+            self._idle.append(conn)
 
     @property
     def idle(self) -> int:
@@ -166,6 +158,44 @@ class SmtpPool:
         return self._slots
 
 
+class _Lease:
+    """One use of a pooled connection: a slot, then a connection (an idle one or a new one).
+
+    A class rather than a generator-based context manager: it runs for every message."""
+
+    __slots__ = ("_conn", "_pool", "_slots")
+
+    def __init__(self, pool: SmtpPool) -> None:
+        self._pool = pool
+        self._slots: asyncio.Semaphore | None = None
+        self._conn: PooledConnection | None = None
+
+    async def __aenter__(self) -> PooledConnection:
+        slots = self._pool._bind()
+        await slots.acquire()
+        try:
+            self._conn = await self._pool._take()
+        except BaseException:
+            slots.release()
+            raise
+        self._slots = slots
+        return self._conn
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: object) -> None:
+        conn, slots = self._conn, self._slots
+        assert conn is not None
+        assert slots is not None
+        # A reply leaves the connection usable (the envelope was reset); a timeout, a
+        # disconnect or a cancellation leaves its state unknown.
+        if exc is not None and not isinstance(exc, aiosmtplib.SMTPResponseException):
+            conn.broken = True
+        try:
+            self._pool._give_back(conn)
+        finally:
+            slots.release()
+
+
 async def _hello(smtp: aiosmtplib.SMTP) -> None:
     if smtp.is_ehlo_or_helo_needed:
         try:
@@ -184,19 +214,24 @@ async def transaction(smtp: aiosmtplib.SMTP, sender: str, recipient: str, data: 
     under a timeout of its own (a task per command); at thousands of messages per second
     that was most of the client's time. These addresses are plain `local@domain` already,
     and one deadline covers the transaction."""
+    protocol = smtp.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("the connection was closed")
+    # Straight to the protocol: the client's wrappers check the connection and the EHLO
+    # state again for each command, which this pool has done when it opened the connection.
     async with asyncio.timeout(timeout_s):
-        reply = await smtp.execute_command(
+        reply = await protocol.execute_command(
             b"MAIL", b"FROM:<" + sender.encode("ascii") + b">", timeout=None)
         if reply.code != 250:
             await _reset(smtp)
             raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
-        reply = await smtp.execute_command(
+        reply = await protocol.execute_command(
             b"RCPT", b"TO:<" + recipient.encode("ascii") + b">", timeout=None)
         if reply.code not in (250, 251):
             await _reset(smtp)
             raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient)
         try:
-            await smtp.data(data, timeout=None)
+            await protocol.execute_data_command(data, timeout=None)
         except aiosmtplib.SMTPResponseException:
             await _reset(smtp)
             raise

@@ -5,7 +5,8 @@ One batch (`run_once`) goes through these stages; the named crash points sit bet
     claim      one UPDATE ... RETURNING: due rows become 'sending', attempts + 1, claimed
                until now + lease                                   -> dispatch.after_claim
     render     the batch's contacts and templates in one statement each, rendered in the
-               sandbox                                            -> dispatch.after_render
+               sandbox (a large batch in parts: the point follows the first part, and
+               the next parts render while the first are delivered) -> dispatch.after_render
     deliver    the interceptor chain (shadow, suppression, ...) and the channels' sends,
                with bounded concurrency                            -> dispatch.after_send
     record     one transaction: sent, pending again with backoff, dead or cancelled
@@ -52,6 +53,7 @@ from cadenza.channels import (
     render_context,
 )
 from cadenza.channels.links import LinkBuilder, MessageRef, NoLinks
+from cadenza.channels.models import TemplateRecord
 from cadenza.channels.ratelimit import RateLimited
 from cadenza.clock import Clock
 from cadenza.engine.crash import CrashPoints
@@ -119,6 +121,31 @@ class DispatchReport:
         return DispatchReport(**{k: v + getattr(other, k) for k, v in asdict(self).items()})
 
 
+CHUNK = 128
+"""Rows a large batch renders at a time: the first part goes out while the next renders."""
+
+
+def _chunks(claimed: Sequence[ClaimedRow], contacts: Mapping[int, Recipient]
+            ) -> list[list[ClaimedRow]]:
+    """`claimed` in parts of about CHUNK rows, every row of one contact (after merges) in
+    the same part; one part when the batch is small."""
+    if len(claimed) <= CHUNK:
+        return [list(claimed)]
+    by_contact: dict[int, list[ClaimedRow]] = {}
+    for row in claimed:
+        found = contacts.get(row.contact_id)
+        by_contact.setdefault(found.id if found else row.contact_id, []).append(row)
+    parts: list[list[ClaimedRow]] = [[]]
+    for rows in by_contact.values():
+        if len(parts[-1]) >= CHUNK:
+            parts.append([])
+        parts[-1].extend(rows)
+    return [sorted(part, key=lambda r: r.id) for part in parts]
+
+
+_Loaded = tuple[dict[int, Recipient], dict[str, TemplateRecord]]
+
+
 @dataclass
 class _Prepared:
     messages: list[Message]
@@ -143,6 +170,21 @@ _RECORD = (
         sent_at=sa.func.coalesce(sa.bindparam("b_sent_at", type_=sa.BigInteger), _o.c.sent_at),
     )
 )
+
+
+_CURRENT = (sa.select(_o.c.id, _o.c.status, _o.c.attempts)
+            .where(_o.c.id.in_(sa.bindparam("ids", expanding=True))).with_for_update())
+
+
+class _Lost(Exception):
+    """A fenced record changed fewer rows than it was given (raised to roll it back)."""
+
+
+def _tally(claimed: int, kinds: Iterable[str]) -> DispatchReport:
+    report = DispatchReport(claimed=claimed)
+    for kind in kinds:
+        setattr(report, kind, getattr(report, kind) + 1)
+    return report
 
 
 class Dispatcher:
@@ -178,7 +220,9 @@ class Dispatcher:
         self._contents: dict[int, dict[str, Any]] = {}
         self._early = DispatchReport()
         self._purposes: dict[int, str] = {}
-        self._group = _GroupCommit(self._record_early)
+        self._group = _GroupCommit(self._record_early, self.concurrency // 2)
+        self._gate = asyncio.Semaphore(concurrency)
+        """Sends in flight (until recorded), shared by every part of a batch."""
 
     # --- one batch ------------------------------------------------------------------------
 
@@ -191,20 +235,44 @@ class Dispatcher:
             return DispatchReport()
         self.crash("dispatch.after_claim")
         self._purposes = {}
-        prepared = await asyncio.to_thread(self._prepare, claimed)
+        at = self.clock.now_ms()
+        loaded = await asyncio.to_thread(self._load, claimed)
+        chunks = _chunks(claimed, loaded[0])
+        first = await asyncio.to_thread(self._render, chunks[0], loaded, at)
         self.crash("dispatch.after_render")
         self._in_flight = {row.id: row for row in claimed}
-        self._contents = prepared.contents
+        self._contents = dict(first.contents)
         self._early = DispatchReport()
-        self._group = _GroupCommit(self._record_early)
+        self._group = _GroupCommit(self._record_early, self.concurrency // 2)
+        self._gate = asyncio.Semaphore(self.concurrency)
+        outcomes: Outcomes = dict(first.failures)
+        contents = dict(first.contents)
+        delivering: list[asyncio.Task[Outcomes]] = []
         try:
-            outcomes = await self._run_chain(prepared.messages)
+            # The rest of a large batch renders while the first part is being sent, so the
+            # receiving server is not idle meanwhile. Each part holds every row of its
+            # contacts (caps count a contact's messages within one part) and all parts share
+            # the one `concurrency` gate.
+            prepared = first
+            for chunk in chunks[1:]:
+                delivering.append(asyncio.ensure_future(self._run_chain(prepared.messages)))
+                prepared = await asyncio.to_thread(self._render, chunk, loaded, at)
+                outcomes.update(prepared.failures)
+                contents.update(prepared.contents)
+                self._contents.update(prepared.contents)
+            delivering.append(asyncio.ensure_future(self._run_chain(prepared.messages)))
+            for part in await asyncio.gather(*delivering):
+                outcomes.update(part)
+        except BaseException:
+            for task in delivering:
+                task.cancel()
+            await asyncio.gather(*delivering, return_exceptions=True)
+            raise
         finally:
             await self.channels.end_batch()
-        outcomes.update(prepared.failures)
         self.crash("dispatch.after_send")
         rest = [row for row in claimed if row.id in self._in_flight]
-        report = await asyncio.to_thread(self._record, rest, outcomes, prepared.contents)
+        report = await asyncio.to_thread(self._record, rest, outcomes, contents)
         return self._early.merged(report)
 
     def _claim(self, now: int, limit: int) -> list[ClaimedRow]:
@@ -232,12 +300,15 @@ class Dispatcher:
 
         return sorted(self.store.retry(work), key=lambda r: r.id)
 
-    def _prepare(self, claimed: Sequence[ClaimedRow]) -> _Prepared:
+    def _load(self, claimed: Sequence[ClaimedRow]) -> _Loaded:
+        """The batch's contacts and templates, one statement each."""
         with self.store.read() as conn:
-            contacts = load_recipients(conn, {r.contact_id for r in claimed})
-            templates = load_templates(conn, {r.template for r in claimed if r.template})
+            return (load_recipients(conn, {r.contact_id for r in claimed}),
+                    load_templates(conn, {r.template for r in claimed if r.template}))
+
+    def _render(self, claimed: Sequence[ClaimedRow], loaded: _Loaded, at: int) -> _Prepared:
+        contacts, templates = loaded
         prepared = _Prepared([], {}, {})
-        at = self.clock.now_ms()
         renderer = self.templates.renderer
         for row in claimed:
             channel = self.channels.get(row.channel)
@@ -301,7 +372,7 @@ class Dispatcher:
             return {m.outbox_id: failed for m in messages}
 
     async def _deliver(self, messages: Sequence[Message]) -> Outcomes:
-        gate = asyncio.Semaphore(self.concurrency)
+        gate = self._gate
 
         async def one(message: Message) -> tuple[int, Outcome]:
             async with gate:
@@ -351,29 +422,49 @@ class Dispatcher:
     def _record(self, claimed: Sequence[ClaimedRow], outcomes: Outcomes,
                 contents: Mapping[int, dict[str, Any]], *, batch: bool = True
                 ) -> DispatchReport:
+        if not claimed:
+            if batch:  # nothing left to write: the batch's commit is this point
+                self.crash("dispatch.before_commit")
+            return DispatchReport()
         now = self.clock.now_ms()
-        by_id = {row.id: row for row in claimed}
+        # Each row's new values, computed once (the retry jitter draws from the injected
+        # generator once per row, whichever path below writes them).
+        values = [self._values(row, outcomes.get(row.id), contents.get(row.id), now)
+                  for row in sorted(claimed, key=lambda r: r.id)]
 
-        def work(conn: Connection) -> DispatchReport:
-            report = DispatchReport(claimed=len(claimed))
-            current = conn.execute(sa.select(_o.c.id, _o.c.status, _o.c.attempts)
-                                   .where(_o.c.id.in_(list(by_id))).with_for_update()).all()
-            ours = [by_id[i] for i, status, attempts in current
-                    if status == "sending" and attempts == by_id[i].attempts]
-            report.lost = len(claimed) - len(ours)
-            updates = [self._values(row, outcomes.get(row.id), contents.get(row.id), now,
-                                    report) for row in sorted(ours, key=lambda r: r.id)]
-            if updates:
-                conn.execute(_RECORD, updates)
+        def fenced(conn: Connection) -> DispatchReport:
+            # The statement is fenced (status 'sending', our attempt count): when it changes
+            # as many rows as it was given, every row was still ours.
+            if conn.execute(_RECORD, [v for v, _ in values]).rowcount != len(values):
+                raise _Lost
             if batch:  # the named point is the batch's commit, not one early message's
                 self.crash("dispatch.before_commit")
+            return _tally(len(claimed), [kind for _, kind in values])
+
+        def careful(conn: Connection) -> DispatchReport:
+            current = conn.execute(_CURRENT, {"ids": [v["b_id"] for v, _ in values]}).all()
+            ours = {i for i, status, attempts in current
+                    if status == "sending" and attempts == by_id[i].attempts}
+            mine = [(v, kind) for v, kind in values if v["b_id"] in ours]
+            if mine:
+                conn.execute(_RECORD, [v for v, _ in mine])
+            if batch:
+                self.crash("dispatch.before_commit")
+            report = _tally(len(claimed), [kind for _, kind in mine])
+            report.lost = len(claimed) - len(mine)
             return report
 
-        return self.store.retry(work)
+        by_id = {row.id: row for row in claimed}
+        try:
+            return self.store.retry(fenced)
+        except _Lost:
+            # A claim expired and another dispatcher took the row over: that write was rolled
+            # back; write again only the rows still ours (rare, so two statements are fine).
+            return self.store.retry(careful)
 
     def _values(self, row: ClaimedRow, outcome: Outcome | None,
-                content: dict[str, Any] | None, now: int,
-                report: DispatchReport) -> dict[str, Any]:
+                content: dict[str, Any] | None, now: int) -> tuple[dict[str, Any], str]:
+        """The record statement's parameters for `row`, and the report field it counts in."""
         if outcome is None:  # not expected: every message gets an outcome
             outcome = Outcome(OutcomeKind.FAILED, reason="no outcome was recorded",
                               retryable=True)
@@ -382,32 +473,30 @@ class Dispatcher:
                                   "b_ref": None, "b_rendered": content, "b_sent_at": None,
                                   "b_purpose": self._purposes.get(row.id)}
         if outcome.kind is OutcomeKind.SENT:
-            report.sent += 1
             values.update(b_status="sent", b_ref=outcome.provider_ref, b_sent_at=now)
-        elif outcome.kind is OutcomeKind.SHADOWED:
-            report.shadowed += 1
+            return values, "sent"
+        if outcome.kind is OutcomeKind.SHADOWED:
             values.update(b_status="shadowed")
-        elif outcome.kind is OutcomeKind.CANCELLED:
-            report.cancelled += 1
+            return values, "shadowed"
+        if outcome.kind is OutcomeKind.CANCELLED:
             values.update(b_status="cancelled", b_error=outcome.reason)
-        elif outcome.kind is OutcomeKind.DEFERRED:
+            return values, "cancelled"
+        if outcome.kind is OutcomeKind.DEFERRED:
             # A rule held it back: pending again, and this claim does not count as an attempt.
-            report.deferred += 1
             values.update(b_status="pending", b_next=max(now, outcome.not_before or now),
                           b_new_attempts=max(0, row.attempts - 1), b_error=outcome.reason)
-        elif outcome.retryable and not self.policy.exhausted(row.attempts):
-            report.retried += 1
+            return values, "deferred"
+        if outcome.retryable and not self.policy.exhausted(row.attempts):
             delay = next_delay(self.policy, row.attempts, self.rng)
             asked = (outcome.not_before or 0) - now  # the receiver's Retry-After, if longer
             values.update(b_status="pending", b_next=now + max(delay, asked),
                           b_error=outcome.reason)
-        else:
-            report.dead += 1
-            reason = outcome.reason or "failed"
-            if outcome.retryable:
-                reason += f" (gave up after {row.attempts} attempts)"
-            values.update(b_status="dead", b_error=reason)
-        return values
+            return values, "retried"
+        reason = outcome.reason or "failed"
+        if outcome.retryable:
+            reason += f" (gave up after {row.attempts} attempts)"
+        values.update(b_status="dead", b_error=reason)
+        return values, "dead"
 
     # --- the server loop ------------------------------------------------------------------
 
@@ -461,23 +550,49 @@ class _GroupCommit:
     """Records accepted messages in small groups: the first to arrive writes, those arriving
     meanwhile wait and go together in the next write (group commit). Each caller returns
     once its own message is committed, so the group never holds a message whose send has
-    already returned."""
+    already returned.
 
-    def __init__(self, write: Callable[[Sequence[_Accepted]], None]) -> None:
+    A group is written `GROUP_WINDOW_S` after its first message arrived, or as soon as
+    `flush_at` messages wait: each waiting message holds one of the dispatcher's
+    `concurrency` places, and a group that held them all would leave none for sending."""
+
+    def __init__(self, write: Callable[[Sequence[_Accepted]], None], flush_at: int = 1
+                 ) -> None:
         self._write = write
+        self._flush_at = max(1, flush_at)
         self._queue: list[tuple[_Accepted, asyncio.Future[bool]]] = []
         self._writing = False
+        self._since = 0.0
+        """Loop time the oldest waiting message arrived."""
+        self._full: asyncio.Future[None] | None = None
+        """Resolved when `flush_at` messages wait (the writer stops waiting for more)."""
 
     async def record(self, row: ClaimedRow, outcome: Outcome,
                      content: dict[str, Any] | None) -> None:
         """Commit one accepted message, with whatever else is waiting."""
-        mine: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        mine: asyncio.Future[bool] = loop.create_future()
+        if not self._queue:
+            self._since = loop.time()
         self._queue.append(((row, outcome, content), mine))
+        full = self._full
+        if full is not None and not full.done() and len(self._queue) >= self._flush_at:
+            full.set_result(None)
         # `mine` says True when another wrote it, False when this caller writes next.
         if self._writing and await mine:
             return
         self._writing = True
-        await asyncio.sleep(GROUP_WINDOW_S)  # let the sends finishing now join this group
+        # Let the sends finishing now join this group (a group handed over after a write
+        # has been gathering meanwhile, and waits only for what is left of its window).
+        wait = self._since + GROUP_WINDOW_S - loop.time()
+        if wait > 0 and len(self._queue) < self._flush_at:
+            self._full = loop.create_future()
+            timer = loop.call_later(wait, _resolve, self._full)
+            try:
+                await self._full
+            finally:
+                timer.cancel()
+                self._full = None
         group, self._queue = self._queue, []
         try:
             await asyncio.to_thread(self._write, [item for item, _ in group])
@@ -494,6 +609,11 @@ class _GroupCommit:
         for _, waiter in group:
             if waiter is not mine and not waiter.done():
                 waiter.set_result(True)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def load_recipients(conn: Connection, ids: Iterable[int]) -> dict[int, Recipient]:
