@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
-import uvicorn
 
 from cadenza.api import create_app
 from cadenza.clock import FakeClock
 from cadenza.governance import KeyKind, create_key
 from cadenza.settings import Settings
 from cadenza.store import Store
+from tests.api.support import serving_app
 
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
 
@@ -51,21 +49,8 @@ def keys(store: Store, clock: FakeClock) -> Keys:
 @pytest.fixture
 def base_url(settings: Settings, store: Store, clock: FakeClock) -> Iterator[str]:
     """URL of a real server (uvicorn, loopback, free port) running the app."""
-    app = create_app(settings, store=store, clock=clock)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                            lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving_app(create_app(settings, store=store, clock=clock)) as url:
+        yield url
 
 
 @pytest.fixture

@@ -1,13 +1,20 @@
-"""Helpers shared by the API tests: posting Segment calls, checking error bodies, and
-snapshots of every table that ingestion may write (to prove nothing was half-written)."""
+"""Helpers shared by the API tests: the app on a real server, posting Segment calls,
+checking error bodies, and snapshots of every table that ingestion may write (to prove
+nothing was half-written)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
+import uvicorn
+from fastapi import FastAPI
 
 from cadenza.store import Store, schema
 
@@ -25,6 +32,28 @@ STATE_TABLES = (
     schema.fields,
     schema.suppressions,
 )
+
+
+@contextmanager
+def serving_app(app: FastAPI) -> Iterator[str]:
+    """Run `app` on a real uvicorn server (loopback, a free port, lifespan on) while the
+    block runs; yields its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0,
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "the test server did not stop"
 
 
 def snapshot(store: Store) -> dict[str, list[tuple[Any, ...]]]:

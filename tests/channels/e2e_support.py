@@ -4,8 +4,6 @@ a dispatcher from `dispatcher_from_settings`, and a DSN built the way an MTA bui
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from email.message import EmailMessage, Message
@@ -17,7 +15,6 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-import uvicorn
 
 from cadenza.api import create_app
 from cadenza.clock import FakeClock
@@ -27,6 +24,7 @@ from cadenza.events import EventService
 from cadenza.journeys import JourneyService
 from cadenza.settings import Settings
 from cadenza.store import Store, schema
+from tests.api.support import serving_app
 
 SECRET = "end-to-end-secret-0123456789-0123456789-abcdef"
 PUBLIC = "https://mail.example.org"
@@ -49,24 +47,9 @@ def e2e_settings(store_url: str, **overrides: Any) -> Settings:
 @contextmanager
 def serve_app(settings: Settings, store: Store, clock: FakeClock) -> Iterator[httpx.Client]:
     """The app on a real uvicorn server on loopback; a client of it (relative paths)."""
-    app = create_app(settings, store=store, clock=clock)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10,
-                          headers={"User-Agent": BROWSER}) as http:
-            yield http
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serving_app(create_app(settings, store=store, clock=clock)) as url, \
+            httpx.Client(base_url=url, timeout=10, headers={"User-Agent": BROWSER}) as http:
+        yield http
 
 
 def public_path(url: str) -> str:

@@ -5,15 +5,12 @@ centre, SendGrid/Postmark/DSN hooks and the topics admin."""
 from __future__ import annotations
 
 import base64
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import orjson
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -25,6 +22,7 @@ from cadenza.clock import FakeClock
 from cadenza.governance import KeyKind, create_key
 from cadenza.settings import Settings
 from cadenza.store import Store, schema
+from tests.api.support import serving_app
 from tests.channels.support import add_contact, add_outbox
 from tests.channels.test_bounces import postfix_dsn
 
@@ -47,22 +45,9 @@ def app_settings(store_url: str) -> Settings:
 @pytest.fixture
 def client(app_settings: Settings, store: Store, clock: FakeClock) -> Iterator[httpx.Client]:
     """A client of a real uvicorn server on loopback running the app."""
-    app = create_app(app_settings, store=store, clock=clock)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10,
-                      headers={"User-Agent": BROWSER}) as http:
+    with serving_app(create_app(app_settings, store=store, clock=clock)) as url, \
+            httpx.Client(base_url=url, timeout=10, headers={"User-Agent": BROWSER}) as http:
         yield http
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 @pytest.fixture

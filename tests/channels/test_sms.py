@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -14,7 +12,6 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 
 from cadenza.api import create_app
 from cadenza.channels import ChannelError, ChannelRegistry, Message, Recipient, TemplateService
@@ -28,6 +25,7 @@ from cadenza.engine.dispatch import Dispatcher
 from cadenza.governance import KeyKind, create_key
 from cadenza.settings import Settings
 from cadenza.store import Store, schema
+from tests.api.support import serving_app
 from tests.channels.support import FAST, add_contact, add_outbox, outbox_rows
 from tests.channels.twilio_server import ACCOUNT_SID, AUTH_TOKEN, FROM, TwilioServer, twilio_server
 
@@ -200,23 +198,9 @@ def app_client(store: Store, store_url: str) -> Iterator[httpx.Client]:
     settings = Settings.load(database_url=store_url, secret_key="s" * 40, engine=False,
                              twilio_auth_token=AUTH_TOKEN, public_url=PUBLIC,
                              sms_help_text="Acme: reply STOP to end <texts> & more")
-    app = create_app(settings, store=store, clock=FakeClock(NOW))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0,
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the app did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serving_app(create_app(settings, store=store, clock=FakeClock(NOW))) as url, \
+            httpx.Client(base_url=url, timeout=10) as client:
+        yield client
 
 
 def post_signed(client: httpx.Client, path: str, form: dict[str, str], *,

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import AbstractAsyncContextManager, contextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from cadenza.api import create_app
 from cadenza.api.context import AppContext
@@ -35,6 +31,7 @@ from cadenza.errors import ValidationFailed
 from cadenza.events import EventService, IngestRequest, IngestResult
 from cadenza.settings import Settings
 from cadenza.store import Store
+from tests.api.support import serving_app
 
 MINUTE = 60_000
 SECRET = "demo-test-secret-0123456789-0123456789-abcdef"
@@ -175,7 +172,7 @@ def test_the_demo_server_streams_events_into_the_journeys(
         return streaming(ctx.store, ctx.clock, ctx.writer.submit, options)
 
     app = create_app(settings, store=workspace, clock=clock, alongside=alongside)
-    with _serving(app):
+    with serving_app(app):
         deadline = time.monotonic() + 20
         while True:  # the warm-up sends ten minutes of activity at once
             entered = enrollment_counts(workspace)
@@ -183,7 +180,7 @@ def test_the_demo_server_streams_events_into_the_journeys(
                 break
             time.sleep(0.05)
     assert all(count > 0 for count in entered.values()), entered
-    # The server stopped (`_serving` checks), and neither the stream nor the engine failed.
+    # The server stopped (`serving_app` checks), and neither the stream nor the engine failed.
     assert not [r for r in caplog.records if r.name.startswith("cadenza")
                 and r.levelno >= logging.WARNING], caplog.text
 
@@ -218,21 +215,3 @@ async def _dispatch_all(store: Store, clock: FakeClock) -> dict[str, int]:
         await dispatcher.close()
 
 
-@contextmanager
-def _serving(app: FastAPI) -> Iterator[None]:
-    """Run the app on a real server (loopback, a free port) while the block runs."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0,
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the demo server did not start")
-        time.sleep(0.01)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        assert not thread.is_alive()
