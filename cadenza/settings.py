@@ -202,6 +202,27 @@ class Settings(BaseSettings):
         "(turn off for API-only processes when workers run elsewhere).",
     )
 
+    # --- segments ---
+    segment_recompute_interval_s: int = Field(
+        default=3600, ge=0,
+        description="Seconds between full recomputes of every dynamic segment (drift report); "
+        "0 turns them off.")
+    # --- lead scoring ---
+    score_refresh_interval_s: int = Field(
+        default=3600, ge=0,
+        description="Seconds between rescoring rounds of every rule model (decay); 0 turns "
+        "them off.")
+    # --- predictive models ---
+    model_retrain_check_s: int = Field(
+        default=3600, ge=0,
+        description="Seconds between checks for predictive models due for retraining; 0 "
+        "turns scheduled retraining off.")
+    # --- lifecycle and routing ---
+    routing_sla_check_s: int = Field(
+        default=60, ge=0,
+        description="Seconds between checks of first-touch SLAs (escalation, reassignment); "
+        "0 turns them off.")
+
     @field_validator("database_url")
     @classmethod
     def _known_dialect(cls, value: str) -> str:

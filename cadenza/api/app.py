@@ -19,10 +19,14 @@ from cadenza.api import (
     imports,
     ingest,
     journeys,
+    leads,
     messaging,
+    models,
     outbox,
     policies,
     runs,
+    scoring,
+    segments,
 )
 from cadenza.api.context import AppContext
 from cadenza.api.responses import JSON
@@ -137,6 +141,10 @@ def create_app(settings: Settings, store: Store | None = None,
     app.include_router(messaging.router)
     app.include_router(feedback.router)
     app.include_router(policies.router)
+    app.include_router(segments.router)
+    app.include_router(scoring.router)
+    app.include_router(models.router)
+    app.include_router(leads.router)
 
     @app.get("/health", tags=["operations"])
     def health() -> dict[str, object]:

@@ -11,7 +11,20 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from cadenza.cli import content, data, feedback, journeys, messaging, ops, outbox, policies
+from cadenza.cli import (
+    content,
+    data,
+    feedback,
+    journeys,
+    leads,
+    messaging,
+    models,
+    ops,
+    outbox,
+    policies,
+    scoring,
+    segments,
+)
 from cadenza.cli.common import close_stores_after_commands, console, load_settings, open_store
 from cadenza.cli.simulate import simulate
 from cadenza.cli.worker import worker
@@ -42,6 +55,10 @@ content.register(app)
 messaging.register(app)
 feedback.register(app)
 policies.register(app)
+app.add_typer(segments.app, name="segments")
+app.add_typer(scoring.app, name="scores")
+app.add_typer(models.app, name="models")
+app.add_typer(leads.app, name="leads")
 
 
 @app.command()

@@ -20,41 +20,18 @@ from cadenza.engine.nodes import event_key
 from cadenza.engine.runs import Run
 from cadenza.journeys.spec import EXIT, WaitForStep
 from cadenza.segments import Condition, Facts, Needs
-from cadenza.store import fetch, insert_rows, loads, schema, select_in
+from cadenza.store import cursors as store_cursors
+from cadenza.store import fetch, loads, select_in
 
 Event = dict[str, Any]
+READER = "events"
+"""The engine's cursors in `engine_cursors` are `events:<part>`."""
 
 
 def ensure_cursors(conn: Connection, parts: Iterable[int], now: int) -> None:
     """Create missing cursors at the end of the event log: journeys act on what happens from
     the moment the engine first runs, not on history."""
-    names = [f"events:{p}" for p in parts]
-    have = {n for n, in select_in(conn, "SELECT name FROM engine_cursors WHERE name IN "
-                                  "({marks})", names)}
-    missing = [n for n in names if n not in have]
-    if missing:
-        top = int(conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM events").scalar_one())
-        insert_rows(conn, schema.engine_cursors, ("name", "position", "updated_at"),
-                    [(n, top, now) for n in missing], ignore_conflicts_on=("name",))
-
-
-def _positions(batch: Batch, parts: Sequence[int]) -> dict[int, int]:
-    names = [f"events:{p}" for p in parts]
-    sql = "SELECT name, position FROM engine_cursors WHERE name IN ({marks})"
-    rows = select_in(batch.conn, sql, names, chunk=len(names))
-    if len(rows) < len(names):
-        ensure_cursors(batch.conn, parts, batch.now)
-        rows = select_in(batch.conn, sql, names, chunk=len(names))
-    return {int(name.split(":", 1)[1]): int(pos) for name, pos in rows}
-
-
-def _move_cursors(batch: Batch, parts: Sequence[int], position: int) -> None:
-    """Every cursor of `parts` to `position`, in one statement."""
-    mark = "%s" if batch.conn.dialect.name == "postgresql" else "?"
-    batch.conn.exec_driver_sql(
-        f"UPDATE engine_cursors SET position = {mark}, updated_at = {mark} WHERE name IN "
-        f"({', '.join([mark] * len(parts))})",
-        (position, batch.now, *[f"events:{p}" for p in parts]))
+    store_cursors.ensure_cursors(conn, READER, parts, now)
 
 
 def apply_events(batch: Batch, parts: Sequence[int], limit: int) -> int:
@@ -62,16 +39,16 @@ def apply_events(batch: Batch, parts: Sequence[int], limit: int) -> int:
     if not parts:
         return 0
     conn = batch.conn
-    positions = _positions(batch, parts)
+    positions = store_cursors.cursor_positions(conn, READER, parts, batch.now)
     low = min(positions.values())
     mark = "%s" if conn.dialect.name == "postgresql" else "?"
     catalog = batch.catalog
     if not (catalog.entry_events or catalog.entry_attributes or catalog.waited_events
             or catalog.goals):
         # No journey listens to events: move the cursors to the end of the log unread.
-        top = int(conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM events").scalar_one())
+        top = store_cursors.log_end(conn)
         if top > low:
-            _move_cursors(batch, parts, top)
+            store_cursors.move_cursors(conn, READER, parts, top, batch.now)
         return 0
     rows = fetch(conn, f"SELECT id, contact_id, type, name, properties FROM events "
                  f"WHERE id > {mark} ORDER BY id LIMIT {int(limit)}", (low,))
@@ -90,7 +67,7 @@ def apply_events(batch: Batch, parts: Sequence[int], limit: int) -> int:
     if events:
         _enter(batch, events)
         _wake_and_convert(batch, events)
-    _move_cursors(batch, parts, rows[-1][0])
+    store_cursors.move_cursors(conn, READER, parts, rows[-1][0], batch.now)
     return len(rows)
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cadenza.clock import Clock
+from cadenza.engine.listeners import Job, Listener, listeners_from_settings
 from cadenza.engine.worker import Engine, PassReport
 from cadenza.store import Store
 
@@ -24,9 +25,11 @@ class EngineRunner:
     """One engine worker on a background thread."""
 
     def __init__(self, store: Store, clock: Clock, *,
-                 on_outbox: Callable[[], None] | None = None, idle_ms: int = 1_000) -> None:
+                 on_outbox: Callable[[], None] | None = None, idle_ms: int = 1_000,
+                 listeners: Sequence[Listener] = (), jobs: Sequence[Job] = ()) -> None:
         self._on_outbox = on_outbox
-        self.engine = Engine(store, clock, after_commit=self._committed)
+        self.engine = Engine(store, clock, after_commit=self._committed, listeners=listeners,
+                             jobs=jobs)
         self.idle_ms = idle_ms
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -75,7 +78,9 @@ async def run_worker(store: Store, clock: Clock, settings: Any, stop: asyncio.Ev
     def outbox_written() -> None:  # called on the engine's thread
         loop.call_soon_threadsafe(wake_dispatch.set)
 
-    runner = EngineRunner(store, clock, on_outbox=outbox_written)
+    listeners, jobs = listeners_from_settings(settings)
+    runner = EngineRunner(store, clock, on_outbox=outbox_written, listeners=listeners,
+                          jobs=jobs)
     runner.start()
     if started is not None:
         started(runner)

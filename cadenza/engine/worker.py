@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -30,6 +30,7 @@ from cadenza.engine.batch import PARTITIONS, RUN_COLUMNS, Batch, partition, run_
 from cadenza.engine.catalog import CatalogLoader, Compile, Target
 from cadenza.engine.events import apply_events, ensure_cursors
 from cadenza.engine.leases import LeaseLost, Leases
+from cadenza.engine.listeners import Job, Listener, run_due_jobs
 from cadenza.engine.schedule import scan_entries
 from cadenza.errors import Conflict, NotFound, StoreBusy, ValidationFailed
 from cadenza.journeys.spec import ApiTrigger
@@ -49,6 +50,8 @@ class PassReport:
     entered: int = 0
     outbox: int = 0
     events: int = 0
+    listened: int = 0
+    """Events and queued changes read by the listeners (segments, scores)."""
     due: int = 0
 
     def __iadd__(self, other: PassReport) -> PassReport:
@@ -57,6 +60,7 @@ class PassReport:
         self.entered += other.entered
         self.outbox += other.outbox
         self.events += other.events
+        self.listened += other.listened
         self.due += other.due
         return self
 
@@ -73,7 +77,8 @@ class Engine:
     def __init__(self, store: Store, clock: Clock, *, compile_definition: Compile | None = None,
                  owner: str | None = None, batch_size: int = 5_000, event_batch: int = 2_000,
                  lease_ms: int = 15_000,
-                 after_commit: Callable[[PassReport], None] | None = None) -> None:
+                 after_commit: Callable[[PassReport], None] | None = None,
+                 listeners: Sequence[Listener] = (), jobs: Sequence[Job] = ()) -> None:
         self.store = store
         self.clock = clock
         self.loader = CatalogLoader(compile_definition or _default_compile())
@@ -82,6 +87,8 @@ class Engine:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.leases = Leases(store, clock, self.owner, lease_ms)
         self.after_commit = after_commit
+        self.listeners = list(listeners)
+        self.jobs = list(jobs)
         self._started = False
 
     # --- passes ------------------------------------------------------------------------------
@@ -116,6 +123,7 @@ class Engine:
             catalog = self.loader.refresh(conn)
             batch = Batch(conn, catalog, now)
             seen = apply_events(batch, parts, self.event_batch) if events else 0
+            heard = self._listen(conn, parts, now) if events else 0
             rows = self._due(conn, catalog.paused, parts, now, limit) if limit else []
             taken = {r.id for r in batch.runs}
             runs = [run_from_row(r, "timer" if r[7] == "waiting" else "run") for r in rows
@@ -127,10 +135,17 @@ class Engine:
             batch.write()
             report = _report(batch)
             report.events = seen
+            report.listened = heard
             report.due = len(rows)
             return report
 
         return self._commit(work)
+
+    def _listen(self, conn: Connection, parts: list[int], now: int) -> int:
+        """Let every listener read its share of the log in this pass's transaction; the
+        largest batch read decides whether the engine goes round again at once."""
+        return max((listener.apply(conn, parts, now, self.event_batch)
+                    for listener in self.listeners), default=0)
 
     def _due(self, conn: Connection, paused: set[int], parts: list[int], now: int,
              limit: int) -> list[tuple[Any, ...]]:
@@ -158,10 +173,12 @@ class Engine:
             catalog = self.loader.refresh(conn)
             batch = Batch(conn, catalog, now)
             seen = apply_events(batch, parts, limit)
+            heard = self._listen(conn, parts, now)
             follow_enrollments(batch)
             batch.write()
             report = _report(batch)
             report.events = seen
+            report.listened = heard
             return report
 
         return self._commit(work)
@@ -251,12 +268,15 @@ class Engine:
         while True:
             report = self.step()
             total += report
-            full = report.due >= self.batch_size or report.events >= self.event_batch
-            if not full or (not report.runs and not report.events):
+            full = (report.due >= self.batch_size or report.events >= self.event_batch
+                    or report.listened >= self.event_batch)
+            if not full or (not report.runs and not report.events and not report.listened):
                 break  # caught up (or stuck on rows this worker cannot run: no spinning)
         catalog = self.loader.catalog  # refreshed by the pass above
         if catalog.entry_dates or catalog.entry_schedules:
             total += self.scan_dates()
+        if self.jobs:
+            run_due_jobs(self.store, self.jobs, self.clock.now_ms())
         return total
 
     def next_wake(self) -> int | None:

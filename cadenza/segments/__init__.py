@@ -19,6 +19,7 @@ from cadenza.segments.nodes import (
     PropertyCondition,
     TagCondition,
 )
+from cadenza.segments.realtime import segment_listeners
 
 __all__ = [
     "BUILTIN_ATTRIBUTES",
@@ -44,4 +45,5 @@ __all__ = [
     "load_facts",
     "parse_condition",
     "parse_duration",
+    "segment_listeners",
 ]

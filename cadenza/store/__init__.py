@@ -1,6 +1,6 @@
 """Storage: the schema for both dialects, `Store`, migrations, bulk writes and paging."""
 
-from cadenza.store import schema
+from cadenza.store import changes, cursors, schema
 from cadenza.store.bulk import (
     allocate_ids,
     dumps,
@@ -19,7 +19,9 @@ __all__ = [
     "Page",
     "Store",
     "allocate_ids",
+    "changes",
     "check_limit",
+    "cursors",
     "decode_cursor",
     "dialect_insert",
     "dumps",

@@ -529,3 +529,220 @@ engine_cursors = sa.Table(
     sa.Column("position", sa.BigInteger, nullable=False, doc="last event id processed"),
     sa.Column("updated_at", Ms, nullable=False),
 )
+
+# --- segments (issue 6; migration 0004) ------------------------------------------------------
+
+segments = sa.Table(
+    "segments",
+    metadata,
+    _id(),
+    sa.Column("key", sa.String(128), nullable=False, unique=True, doc="slug used in conditions"),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("kind", sa.String(16), nullable=False, doc="dynamic or static"),
+    sa.Column("definition", JSON, nullable=True, doc="the condition (dynamic segments)"),
+    sa.Column("depends_on", JSON, nullable=False, default=list,
+              doc="keys of the segments its condition references"),
+    sa.Column("status", sa.String(16), nullable=False, default="active",
+              doc="active or archived"),
+    sa.Column("member_count", sa.BigInteger, nullable=False, default=0),
+    sa.Column("created_at", Ms, nullable=False),
+    sa.Column("updated_at", Ms, nullable=False),
+    sa.Column("recomputed_at", Ms, nullable=True),
+)
+
+segment_members = sa.Table(
+    "segment_members",
+    metadata,
+    sa.Column("segment_id", Id, sa.ForeignKey("segments.id"), primary_key=True),
+    sa.Column("contact_id", Id, sa.ForeignKey("contacts.id"), primary_key=True),
+    sa.Column("since", Ms, nullable=False),
+    sa.Column("source", sa.String(16), nullable=False, doc="rule, upload or api"),
+    sa.Index("ix_segment_members_contact_id", "contact_id"),
+)
+
+segment_history = sa.Table(
+    "segment_history",
+    metadata,
+    _id(),
+    sa.Column("segment_id", Id, sa.ForeignKey("segments.id"), nullable=False),
+    sa.Column("contact_id", Id, sa.ForeignKey("contacts.id"), nullable=False),
+    sa.Column("change", sa.String(8), nullable=False, doc="entered or exited"),
+    sa.Column("cause", sa.String(16), nullable=False,
+              doc="event, change, recompute, upload, api, edit"),
+    sa.Column("at", Ms, nullable=False),
+    sa.Index("ix_segment_history_segment_id_at", "segment_id", "at"),
+    sa.Index("ix_segment_history_contact_id_at", "contact_id", "at"),
+)
+
+segment_recomputes = sa.Table(
+    "segment_recomputes",
+    metadata,
+    _id(),
+    sa.Column("segment_id", Id, sa.ForeignKey("segments.id"), nullable=False),
+    sa.Column("started_at", Ms, nullable=False),
+    sa.Column("duration_ms", sa.Integer, nullable=False),
+    sa.Column("members", sa.BigInteger, nullable=False),
+    sa.Column("entered", sa.BigInteger, nullable=False, doc="drift: members real time missed"),
+    sa.Column("exited", sa.BigInteger, nullable=False, doc="drift: members real time kept"),
+    sa.Index("ix_segment_recomputes_segment_id_started_at", "segment_id", "started_at"),
+)
+
+contact_changes = sa.Table(
+    "contact_changes",
+    metadata,
+    sa.Column("consumer", sa.String(32), primary_key=True,
+              doc="who re-evaluates the contact: segments, scores, ..."),
+    sa.Column("contact_id", Id, primary_key=True),
+    sa.Column("part", sa.Integer, nullable=False, doc="the contact's engine partition"),
+    sa.Column("at", Ms, nullable=False),
+    sa.Index("ix_contact_changes_consumer_part", "consumer", "part"),
+)
+
+# --- lead scoring (issue 6; migration 0005) --------------------------------------------------
+
+score_models = sa.Table(
+    "score_models",
+    metadata,
+    _id(),
+    sa.Column("key", sa.String(128), nullable=False, unique=True),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False, doc="rules, predictive or matrix"),
+    sa.Column("definition", JSON, nullable=False, default=dict,
+              doc="rules, caps, half-life, grade bands / training spec / matrix axes"),
+    sa.Column("status", sa.String(16), nullable=False, default="active"),
+    sa.Column("created_at", Ms, nullable=False),
+    sa.Column("updated_at", Ms, nullable=False),
+    sa.Column("scored_at", Ms, nullable=True),
+)
+
+contact_scores = sa.Table(
+    "contact_scores",
+    metadata,
+    sa.Column("model_id", Id, sa.ForeignKey("score_models.id"), primary_key=True),
+    sa.Column("contact_id", Id, sa.ForeignKey("contacts.id"), primary_key=True),
+    sa.Column("score", sa.Float, nullable=False, doc="the value conditions compare"),
+    sa.Column("grade", sa.String(16), nullable=True),
+    sa.Column("explanation", JSON, nullable=False, default=dict),
+    sa.Column("as_of", Ms, nullable=False, doc="when the score was last computed or decayed"),
+    sa.Index("ix_contact_scores_model_id_score", "model_id", "score"),
+    sa.Index("ix_contact_scores_contact_id", "contact_id"),
+)
+
+score_ledger = sa.Table(
+    "score_ledger",
+    metadata,
+    _id(),
+    sa.Column("model_id", Id, sa.ForeignKey("score_models.id"), nullable=False),
+    sa.Column("contact_id", Id, sa.ForeignKey("contacts.id"), nullable=False),
+    sa.Column("rule", sa.String(128), nullable=False),
+    sa.Column("points", sa.Float, nullable=False),
+    sa.Column("event_id", Id, nullable=True),
+    sa.Column("at", Ms, nullable=False),
+    sa.UniqueConstraint("model_id", "rule", "contact_id", "event_id"),
+    sa.Index("ix_score_ledger_contact_id_model_id_at", "contact_id", "model_id", "at"),
+)
+
+# --- predictive models (issue 6; migration 0006) ---------------------------------------------
+
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    _id(),
+    sa.Column("model_id", Id, sa.ForeignKey("score_models.id"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False,
+              doc="candidate, live, retired or refused"),
+    sa.Column("spec", JSON, nullable=False, default=dict, doc="outcome, horizon, features"),
+    sa.Column("metrics", JSON, nullable=False, default=dict,
+              doc="holdout AUC, calibration, lift by decile"),
+    sa.Column("artifact", sa.LargeBinary, nullable=True, doc="the fitted model"),
+    sa.Column("rows", sa.BigInteger, nullable=False, default=0),
+    sa.Column("note", sa.Text, nullable=False, default=""),
+    sa.Column("trained_at", Ms, nullable=False),
+    sa.Column("promoted_at", Ms, nullable=True),
+    sa.UniqueConstraint("model_id", "version"),
+)
+
+# --- lifecycle stages and routing (issue 6; migration 0007) ----------------------------------
+
+lifecycle_stages = sa.Table(
+    "lifecycle_stages",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("rules", JSON, nullable=False, default=list, doc="transition rules into it"),
+    sa.Column("updated_at", Ms, nullable=False),
+)
+
+contact_stages = sa.Table(
+    "contact_stages",
+    metadata,
+    sa.Column("contact_id", Id, sa.ForeignKey("contacts.id"), primary_key=True),
+    sa.Column("stage", sa.String(64), nullable=False),
+    sa.Column("since", Ms, nullable=False),
+    sa.Index("ix_contact_stages_stage", "stage"),
+)
+
+stage_history = sa.Table(
+    "stage_history",
+    metadata,
+    _id(),
+    sa.Column("contact_id", Id, sa.ForeignKey("contacts.id"), nullable=False),
+    sa.Column("from_stage", sa.String(64), nullable=True),
+    sa.Column("to_stage", sa.String(64), nullable=False),
+    sa.Column("cause", sa.String(32), nullable=False, doc="rule, score, api, import, ..."),
+    sa.Column("detail", JSON, nullable=False, default=dict),
+    sa.Column("at", Ms, nullable=False),
+    sa.Index("ix_stage_history_contact_id_at", "contact_id", "at"),
+)
+
+sales_reps = sa.Table(
+    "sales_reps",
+    metadata,
+    _id(),
+    sa.Column("key", sa.String(128), nullable=False, unique=True),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("email", sa.String(320), nullable=True),
+    sa.Column("weight", sa.Integer, nullable=False, default=1),
+    sa.Column("capacity", sa.Integer, nullable=True, doc="open assignments at most"),
+    sa.Column("attributes", JSON, nullable=False, default=dict, doc="territory, team, ..."),
+    sa.Column("status", sa.String(16), nullable=False, default="active",
+              doc="active, away or inactive"),
+    sa.Column("away_until", Ms, nullable=True),
+    sa.Column("created_at", Ms, nullable=False),
+    sa.Column("updated_at", Ms, nullable=False),
+)
+
+routing_rules = sa.Table(
+    "routing_rules",
+    metadata,
+    _id(),
+    sa.Column("key", sa.String(128), nullable=False, unique=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("definition", JSON, nullable=False, default=dict,
+              doc="condition, strategy, reps, SLA, escalation"),
+    sa.Column("cursor", sa.BigInteger, nullable=False, default=0, doc="round-robin position"),
+    sa.Column("updated_at", Ms, nullable=False),
+)
+
+lead_assignments = sa.Table(
+    "lead_assignments",
+    metadata,
+    _id(),
+    sa.Column("contact_id", Id, sa.ForeignKey("contacts.id"), nullable=False),
+    sa.Column("rep_id", Id, sa.ForeignKey("sales_reps.id"), nullable=True),
+    sa.Column("rule", sa.String(128), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False,
+              doc="open, touched, escalated, reassigned, unassigned or closed"),
+    sa.Column("reason", JSON, nullable=False, default=dict, doc="why this rep"),
+    sa.Column("assigned_at", Ms, nullable=False),
+    sa.Column("sla_due_at", Ms, nullable=True),
+    sa.Column("touched_at", Ms, nullable=True),
+    sa.Column("closed_at", Ms, nullable=True),
+    sa.Column("previous_id", Id, nullable=True, doc="the assignment this one reassigned"),
+    sa.Index("ix_lead_assignments_rep_id_status", "rep_id", "status"),
+    sa.Index("ix_lead_assignments_status_sla_due_at", "status", "sla_due_at"),
+    sa.Index("ix_lead_assignments_contact_id", "contact_id"),
+)

@@ -1,0 +1,7 @@
+"""/api routes for issue 6 (segments); each route parses, calls a service, renders."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/api")
