@@ -207,6 +207,10 @@ class Settings(BaseSettings):
         default=3600, ge=0,
         description="Seconds between full recomputes of every dynamic segment (drift report); "
         "0 turns them off.")
+    segment_window_scan_s: int = Field(
+        default=60, ge=1, le=86_400,
+        description="Seconds between scans for contacts whose counted events just left a "
+        "segment's `within` window (they may leave or enter it).")
     # --- lead scoring ---
     score_refresh_interval_s: int = Field(
         default=3600, ge=0,
@@ -217,11 +221,23 @@ class Settings(BaseSettings):
         default=3600, ge=0,
         description="Seconds between checks for predictive models due for retraining; 0 "
         "turns scheduled retraining off.")
+    model_auc_tolerance: float = Field(
+        default=0.005, ge=0, le=0.1,
+        description="How much lower a candidate's holdout AUC may be than the live "
+        "version's before promotion is refused (without --force).")
     # --- lifecycle and routing ---
     routing_sla_check_s: int = Field(
         default=60, ge=0,
         description="Seconds between checks of first-touch SLAs (escalation, reassignment); "
         "0 turns them off.")
+    routing_fallback_queue: str = Field(
+        default="sales-unassigned", min_length=1, max_length=128,
+        description="Task queue that receives leads no routing rule or rep could take "
+        "(recorded as 'unassigned' with the reason).")
+    routing_due_soon_s: int = Field(
+        default=3600, ge=0, le=30 * 86_400,
+        description="An open assignment whose first-touch SLA ends within this many seconds "
+        "is shown as 'due soon'.")
 
     @field_validator("database_url")
     @classmethod

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from cadenza.contacts.normalize import normalize_email, normalize_phone
 from cadenza.errors import NotFound, ValidationFailed
 from cadenza.store import dialect_insert, insert_rows, schema, select_in
+from cadenza.store.changes import mark_changed
 
 CHANNELS = ("email", "sms", "push", "webhook", "whatsapp", "in_app", "phone", "mail")
 _PURPOSE = re.compile(r"^[a-z][a-z0-9_\-:.]{0,63}$")
@@ -137,6 +138,8 @@ def record_consent(conn: Connection, changes: Sequence[ConsentChange]) -> int:
                  for c in latest.values()],
                 upsert_on=("contact_id", "channel", "purpose"),
                 update=("status", "source", "updated_at"))
+    # Segments, scores and stages that read consent re-evaluate these contacts.
+    mark_changed(conn, {cid for cid, _, _ in latest}, max(c.at for c in latest.values()))
     return len(history)
 
 

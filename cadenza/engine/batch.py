@@ -8,6 +8,7 @@ table. No statement is issued per contact.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from cadenza.events import lock_event_log
 from cadenza.journeys.spec import END, EXIT
 from cadenza.segments import Facts, Needs, load_facts
 from cadenza.store import allocate_ids, dumps, insert_rows, schema, select_in
+from cadenza.store.changes import mark_changed
 
 PARTITIONS = schema.PARTITIONS
 
@@ -108,9 +110,8 @@ class Batch:
         for run in runs:
             base = by_contact.get(run.contact_id) or Facts(run.contact_id)
             event = run.resume_event or {}
-            out[run.id] = Facts(run.contact_id, base.attributes, run.context.get("entry", {}),
-                                event.get("properties", {}), base.counts, base.consents,
-                                base.tags)
+            out[run.id] = dataclasses.replace(base, entry=run.context.get("entry", {}),
+                                              event=event.get("properties", {}))
         return out
 
     def journey_key(self, journey_id: int) -> str:
@@ -325,6 +326,10 @@ class Batch:
             conn.exec_driver_sql(
                 f"DELETE FROM contact_tags WHERE contact_id = {mark} AND tag = {mark}",
                 effects.tags_remove)
+        # Segments, scores and stages re-evaluate the contacts a journey changed.
+        mark_changed(conn, [cid for cid, _ in effects.attribute_updates]
+                     + [cid for cid, _ in effects.tags_add]
+                     + [cid for cid, _ in effects.tags_remove], now)
         if effects.events:
             lock_event_log(conn)  # event ids must commit in order for the engine's cursor
             insert_rows(conn, schema.events, (

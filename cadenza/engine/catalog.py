@@ -26,9 +26,12 @@ from cadenza.journeys.spec import (
     Trigger,
     WaitForStep,
 )
+from cadenza.segments import SEGMENT_ENTERED, SEGMENT_EXITED
 from cadenza.store import fetch, loads
 
 Compile = Callable[[dict[str, Any]], JourneySpec]
+SEGMENT_EVENTS = {SEGMENT_ENTERED: "enter", SEGMENT_EXITED: "exit"}
+"""The segments domain's entry/exit events, and the `on` of the triggers they fire."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,8 @@ class Catalog:
     def interesting(self, name: str, is_identify: bool) -> bool:
         """Whether an event of this name can change anything."""
         return (name in self.entry_events or name in self.waited_events or name in self.goals
-                or (is_identify and bool(self.entry_attributes)))
+                or (is_identify and bool(self.entry_attributes))
+                or (name in SEGMENT_EVENTS and bool(self.entry_segments)))
 
     def api_targets(self, key: str) -> list[Target]:
         """The targets of a journey that accepts API entries (empty if it does not)."""

@@ -8,6 +8,7 @@ name the catalog's index knows cost more than a dictionary lookup.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -15,11 +16,11 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from cadenza.engine.batch import RUN_COLUMNS, Batch, partition, run_from_row
-from cadenza.engine.catalog import Target
+from cadenza.engine.catalog import SEGMENT_EVENTS, Target
 from cadenza.engine.nodes import event_key
 from cadenza.engine.runs import Run
 from cadenza.journeys.spec import EXIT, WaitForStep
-from cadenza.segments import Condition, Facts, Needs
+from cadenza.segments import SEGMENT_SOURCE, Condition, Facts, Needs
 from cadenza.store import cursors as store_cursors
 from cadenza.store import fetch, loads, select_in
 
@@ -44,26 +45,26 @@ def apply_events(batch: Batch, parts: Sequence[int], limit: int) -> int:
     mark = "%s" if conn.dialect.name == "postgresql" else "?"
     catalog = batch.catalog
     if not (catalog.entry_events or catalog.entry_attributes or catalog.waited_events
-            or catalog.goals):
+            or catalog.goals or catalog.entry_segments):
         # No journey listens to events: move the cursors to the end of the log unread.
         top = store_cursors.log_end(conn)
         if top > low:
             store_cursors.move_cursors(conn, READER, parts, top, batch.now)
         return 0
-    rows = fetch(conn, f"SELECT id, contact_id, type, name, properties FROM events "
+    rows = fetch(conn, f"SELECT id, contact_id, type, name, properties, source FROM events "
                  f"WHERE id > {mark} ORDER BY id LIMIT {int(limit)}", (low,))
     if not rows:
         return 0
     held = set(parts)
     events: list[Event] = []
-    for eid, cid, etype, name, props in rows:
+    for eid, cid, etype, name, props, source in rows:
         part = partition(cid)
         if part not in held or eid <= positions[part]:
             continue
         if not catalog.interesting(name, etype == "identify"):
             continue
         events.append({"id": eid, "contact_id": cid, "type": etype, "name": name,
-                       "properties": loads(props) or {}})
+                       "properties": loads(props) or {}, "source": source})
     if events:
         _enter(batch, events)
         _wake_and_convert(batch, events)
@@ -92,8 +93,7 @@ def _with_event(base: Facts | None, contact_id: int, entry: dict[str, Any],
                 event: dict[str, Any]) -> Facts:
     if base is None:
         return Facts(contact_id, entry=entry, event=event)
-    return Facts(contact_id, base.attributes, entry, event, base.counts, base.consents,
-                 base.tags)
+    return dataclasses.replace(base, entry=entry, event=event)
 
 
 def _enter(batch: Batch, events: list[Event]) -> None:
@@ -102,6 +102,13 @@ def _enter(batch: Batch, events: list[Event]) -> None:
     for event in events:
         for target, trigger in catalog.entry_events.get(event["name"], ()):
             candidates[target].append((event, trigger.where))
+        on = SEGMENT_EVENTS.get(event["name"])
+        if on is not None and event["source"] == SEGMENT_SOURCE:
+            # The segments domain's entry/exit events fill the engine's segment hook.
+            segment = event["properties"].get("segment")
+            for target, strigger in catalog.entry_segments.get(segment, ()):
+                if strigger.on == on:
+                    candidates[target].append((event, None))
         if event["type"] == "identify":
             traits = event["properties"]
             for target, atrigger in catalog.entry_attributes:

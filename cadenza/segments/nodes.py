@@ -13,20 +13,28 @@ and `in`.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import reduce
 from typing import Any, ClassVar
 
+import orjson
+
 from cadenza.segments.durations import format_duration
-from cadenza.segments.facts import Facts, Needs
+from cadenza.segments.facts import Aggregate, Facts, Needs, is_number, lookup
 
 OPERATORS = ("eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "exists", "contains",
              "starts_with")
 """Operators of attr, prop and event_prop conditions."""
 
 COUNT_OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte")
-"""Operators of count conditions."""
+"""Operators of count, sum and score conditions."""
+
+SCORE_OPERATORS = ("eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "exists")
+"""Operators of score conditions (numbers)."""
+
+GRADE_OPERATORS = ("eq", "ne", "in", "not_in", "exists")
+"""Operators of grade conditions (strings)."""
 
 CONSENT_STATUSES = ("opted_in", "opted_out", "pending", "none")
 """What a consent condition may ask for; "none" means no decision was ever recorded."""
@@ -55,8 +63,7 @@ class Condition:
 
 # --- comparisons -----------------------------------------------------------------------------
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+_is_number = is_number
 
 
 def same(left: Any, right: Any) -> bool:
@@ -96,19 +103,6 @@ def compare(op: str, actual: Any, operand: Any) -> bool:
             isinstance(actual, str) and isinstance(operand, str)):
         return _ORDER[op](actual, operand)
     return False
-
-
-def lookup(data: Mapping[str, Any], path: str) -> Any:
-    """The value at a dotted path (list items by index: `items.0.sku`); None when absent."""
-    current: Any = data
-    for part in path.split("."):
-        if isinstance(current, Mapping):
-            current = current.get(part)
-        elif isinstance(current, list | tuple) and part.isdigit() and int(part) < len(current):
-            current = current[int(part)]
-        else:
-            return None
-    return current
 
 
 def _record(seen: dict[str, Any] | None, key: str, value: Any) -> None:
@@ -181,6 +175,25 @@ class EventPropertyCondition(_ValueTest):
         return lookup(facts.event, self.path)
 
 
+def _window_json(shape: dict[str, Any], window_ms: int, until_ms: int) -> None:
+    if until_ms:
+        shape["between"] = [format_duration(window_ms), format_duration(until_ms)]
+    elif window_ms:
+        shape["within"] = format_duration(window_ms)
+
+
+def _window_key(window_ms: int, until_ms: int) -> str:
+    if until_ms:
+        return f"{format_duration(window_ms)}-{format_duration(until_ms)}"
+    return format_duration(window_ms) if window_ms else "all"
+
+
+def _where_key(where: Condition | None) -> str:
+    if where is None:
+        return ""
+    return " where " + orjson.dumps(where.to_json(), option=orjson.OPT_SORT_KEYS).decode()
+
+
 @dataclass(frozen=True)
 class CountCondition(Condition):
     """`{count: purchased, within: 30d, gte: 1}`: how many such events the contact sent."""
@@ -190,27 +203,196 @@ class CountCondition(Condition):
     """How far back to count from now; 0 counts all time."""
     op: str
     value: int
+    until_ms: int = 0
+    """With `between`, the window ends this long before now; 0 runs up to now."""
+    where: Condition | None = None
+    """Only events whose properties pass this (event_prop tests); None counts them all."""
 
     @property
     def key(self) -> str:
-        """Its entry in `seen`: `count.purchased.30d`, or `count.purchased.all`."""
-        window = format_duration(self.window_ms) if self.window_ms else "all"
-        return f"count.{self.event}.{window}"
+        """Its entry in `seen`: `count.purchased.30d`, `count.purchased.all`,
+        `count.purchased.30d-7d`, with ` where {...}` when filtered."""
+        return f"count.{self.event}.{_window_key(self.window_ms, self.until_ms)}" + \
+            _where_key(self.where)
+
+    @property
+    def aggregate(self) -> Aggregate | None:
+        """The aggregate it reads, or None for a plain count (loaded as a (name, window))."""
+        if self.where is None and not self.until_ms:
+            return None
+        return Aggregate("count", self.event, self.window_ms, self.until_ms, None, self.where)
 
     def needs(self) -> Needs:
-        return Needs(counts=frozenset({(self.event, self.window_ms)}))
+        aggregate = self.aggregate
+        if aggregate is None:
+            return Needs(counts=frozenset({(self.event, self.window_ms)}))
+        return Needs(aggregates=frozenset({aggregate}))
 
     def evaluate(self, facts: Facts, seen: dict[str, Any] | None = None) -> bool:
-        count = facts.counts.get((self.event, self.window_ms), 0)
+        aggregate = self.aggregate
+        if aggregate is None:
+            count = facts.counts.get((self.event, self.window_ms), 0)
+        else:
+            count = int(facts.aggregates.get(aggregate, 0))
         _record(seen, self.key, count)
         return _ORDER[self.op](count, self.value)
 
     def to_json(self) -> dict[str, Any]:
         shape: dict[str, Any] = {"count": self.event}
-        if self.window_ms:
-            shape["within"] = format_duration(self.window_ms)
+        _window_json(shape, self.window_ms, self.until_ms)
+        if self.where is not None:
+            shape["where"] = self.where.to_json()
         shape[self.op] = self.value
         return shape
+
+
+@dataclass(frozen=True)
+class SumCondition(Condition):
+    """`{sum: Order Completed, of: revenue, within: 90d, gte: 500}`: the total of a numeric
+    property over the contact's events (other values skipped; no events total 0)."""
+
+    event: str
+    of: str
+    """Dotted path of the property summed."""
+    window_ms: int
+    op: str
+    value: int | float
+    until_ms: int = 0
+    where: Condition | None = None
+
+    @property
+    def key(self) -> str:
+        """Its entry in `seen`: `sum.Order Completed.revenue.90d`."""
+        return (f"sum.{self.event}.{self.of}.{_window_key(self.window_ms, self.until_ms)}"
+                + _where_key(self.where))
+
+    @property
+    def aggregate(self) -> Aggregate:
+        """The aggregate it reads."""
+        return Aggregate("sum", self.event, self.window_ms, self.until_ms, self.of, self.where)
+
+    def needs(self) -> Needs:
+        return Needs(aggregates=frozenset({self.aggregate}))
+
+    def evaluate(self, facts: Facts, seen: dict[str, Any] | None = None) -> bool:
+        total = facts.aggregates.get(self.aggregate, 0.0)
+        _record(seen, self.key, total)
+        return _ORDER[self.op](total, self.value)
+
+    def to_json(self) -> dict[str, Any]:
+        shape: dict[str, Any] = {"sum": self.event, "of": self.of}
+        _window_json(shape, self.window_ms, self.until_ms)
+        if self.where is not None:
+            shape["where"] = self.where.to_json()
+        shape[self.op] = self.value
+        return shape
+
+
+@dataclass(frozen=True)
+class LastSeenCondition(Condition):
+    """`{last_seen: "*", within: 7d}`: the contact's latest such event (any event for "*")
+    is at most that old; with `before: 30d`, it is older than that or there is none (the
+    exact opposite of `within`)."""
+
+    event: str
+    window_ms: int
+    before: bool = False
+
+    @property
+    def key(self) -> str:
+        """Its entry in `seen`: `last_seen.*`, the age of the latest event in ms (or None)."""
+        return f"last_seen.{self.event}"
+
+    def needs(self) -> Needs:
+        return Needs(last_seen=frozenset({self.event}))
+
+    def evaluate(self, facts: Facts, seen: dict[str, Any] | None = None) -> bool:
+        age = facts.last_seen.get(self.event)
+        _record(seen, self.key, age)
+        recent = age is not None and age <= self.window_ms
+        return recent is not self.before
+
+    def to_json(self) -> dict[str, Any]:
+        return {"last_seen": self.event,
+                "before" if self.before else "within": format_duration(self.window_ms)}
+
+
+@dataclass(frozen=True)
+class CompanyAttributeCondition(_ValueTest):
+    """`{company_attr: industry, eq: saas}`: some company of the contact passes the test
+    (none does when the contact belongs to no company)."""
+
+    kind: ClassVar[str] = "company_attr"
+
+    def needs(self) -> Needs:
+        return Needs(companies=True)
+
+    def evaluate(self, facts: Facts, seen: dict[str, Any] | None = None) -> bool:
+        values = [company.get(self.path) for company in facts.companies]
+        _record(seen, f"{self.kind}.{self.path}", values)
+        return any(compare(self.op, value, self.value) for value in values)
+
+
+@dataclass(frozen=True)
+class ScoreCondition(_ValueTest):
+    """`{score: fit, gte: 50}`: the contact's score in a score model (missing without one)."""
+
+    kind: ClassVar[str] = "score"
+
+    def find(self, facts: Facts) -> Any:
+        return facts.scores.get(self.path)
+
+    def needs(self) -> Needs:
+        return Needs(scores=frozenset({self.path}))
+
+
+@dataclass(frozen=True)
+class GradeCondition(_ValueTest):
+    """`{grade: fit, in: [A, B]}`: the contact's grade in a score model."""
+
+    kind: ClassVar[str] = "grade"
+
+    def find(self, facts: Facts) -> Any:
+        return facts.grades.get(self.path)
+
+    def needs(self) -> Needs:
+        return Needs(scores=frozenset({self.path}))
+
+
+@dataclass(frozen=True)
+class SegmentCondition(Condition):
+    """`{segment: trial-users}`: the contact is a member of the segment."""
+
+    segment: str
+
+    def needs(self) -> Needs:
+        return Needs(segments=frozenset({self.segment}))
+
+    def evaluate(self, facts: Facts, seen: dict[str, Any] | None = None) -> bool:
+        held = self.segment in facts.segments
+        _record(seen, f"segment.{self.segment}", held)
+        return held
+
+    def to_json(self) -> dict[str, Any]:
+        return {"segment": self.segment}
+
+
+@dataclass(frozen=True)
+class StageCondition(Condition):
+    """`{stage: mql}` or `{stage: [mql, sql]}`: the contact's lifecycle stage is one of
+    these (a contact with no stage is in none)."""
+
+    stages: tuple[str, ...]
+
+    def needs(self) -> Needs:
+        return Needs(stage=True)
+
+    def evaluate(self, facts: Facts, seen: dict[str, Any] | None = None) -> bool:
+        _record(seen, "stage", facts.stage)
+        return facts.stage in self.stages
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stage": self.stages[0] if len(self.stages) == 1 else list(self.stages)}
 
 
 @dataclass(frozen=True)
@@ -302,3 +484,17 @@ class Not(Condition):
 
     def to_json(self) -> dict[str, Any]:
         return {"not": self.condition.to_json()}
+
+
+def leaves(condition: Condition) -> list[Condition]:
+    """The leaf conditions of a tree, left to right (combinators removed)."""
+    if isinstance(condition, AllOf | AnyOf):
+        return [leaf for child in condition.conditions for leaf in leaves(child)]
+    if isinstance(condition, Not):
+        return leaves(condition.condition)
+    return [condition]
+
+
+def referenced_segments(condition: Condition) -> set[str]:
+    """Keys of the segments a condition refers to (so segments can refuse cycles)."""
+    return {leaf.segment for leaf in leaves(condition) if isinstance(leaf, SegmentCondition)}

@@ -14,23 +14,46 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy.engine import Connection
 
 from cadenza.store import schema
-from cadenza.store.bulk import fetch
+from cadenza.store.bulk import dumps, fetch
 
 CHANGE_CONSUMERS = ("segments", "scores", "lifecycle")
 """Who re-evaluates changed contacts; every `mark_changed` queues a row for each."""
 
 
+_BULK = 2_000
+"""From this many contacts on, one statement reads them from a single array parameter
+(JSON on SQLite, a bigint[] on PostgreSQL) instead of executemany: a rescoring round can
+queue a million contacts."""
+
+
 def mark_changed(conn: Connection, contact_ids: Iterable[int], now: int,
                  consumers: Sequence[str] = CHANGE_CONSUMERS) -> None:
-    """Queue `contact_ids` for re-evaluation by every consumer (one statement)."""
+    """Queue `contact_ids` for re-evaluation by every consumer (one statement per consumer
+    for large sets, one executemany for small ones)."""
     ids = sorted(set(contact_ids))
     if not ids:
         return
-    mark = "%s" if conn.dialect.name == "postgresql" else "?"
-    conn.exec_driver_sql(
-        f"INSERT INTO contact_changes (consumer, contact_id, part, at) VALUES "
-        f"({mark}, {mark}, {mark}, {mark}) ON CONFLICT (consumer, contact_id) DO NOTHING",
-        [(c, cid, cid % schema.PARTITIONS, now) for c in consumers for cid in ids])
+    postgres = conn.dialect.name == "postgresql"
+    mark = "%s" if postgres else "?"
+    if len(ids) < _BULK:
+        conn.exec_driver_sql(
+            f"INSERT INTO contact_changes (consumer, contact_id, part, at) VALUES "
+            f"({mark}, {mark}, {mark}, {mark}) ON CONFLICT (consumer, contact_id) DO NOTHING",
+            [(c, cid, cid % schema.PARTITIONS, now) for c in consumers for cid in ids])
+        return
+    if postgres:
+        source = "unnest(%s::bigint[]) AS t(id)"
+        array: object = ids
+    else:
+        source = "(SELECT value AS id FROM json_each(?)) AS t"
+        array = dumps(ids)
+    for consumer in consumers:
+        conn.exec_driver_sql(
+            f"INSERT INTO contact_changes (consumer, contact_id, part, at) "
+            f"SELECT {mark}, t.id, t.id {'%%' if postgres else '%'} {schema.PARTITIONS}, "
+            f"{mark} FROM {source} "
+            f"WHERE true ON CONFLICT (consumer, contact_id) DO NOTHING",
+            (consumer, now, array))
 
 
 def take_changed(conn: Connection, consumer: str, parts: Sequence[int],

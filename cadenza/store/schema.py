@@ -176,7 +176,9 @@ events = sa.Table(
     sa.Column("received_at", Ms, nullable=False),
     sa.UniqueConstraint("message_id"),
     sa.Index("ix_events_contact_id_timestamp", "contact_id", "timestamp"),
-    sa.Index("ix_events_name_timestamp", "name", "timestamp"),
+    # Covering for "which contacts did X since T": segment counts, scoring and model features
+    # read the contact ids from the index alone, never the wide event rows.
+    sa.Index("ix_events_name_timestamp_contact_id", "name", "timestamp", "contact_id"),
 )
 
 api_keys = sa.Table(
@@ -190,6 +192,8 @@ api_keys = sa.Table(
     sa.Column("created_at", Ms, nullable=False),
     sa.Column("revoked_at", Ms, nullable=True),
     sa.Column("last_used_at", Ms, nullable=True),
+    sa.Column("permissions", JSON, nullable=True,
+              doc="admin keys: permission patterns granted (null: everything, as before)"),
 )
 
 imports = sa.Table(
@@ -632,15 +636,17 @@ contact_scores = sa.Table(
 score_ledger = sa.Table(
     "score_ledger",
     metadata,
-    _id(),
-    sa.Column("model_id", Id, sa.ForeignKey("score_models.id"), nullable=False),
-    sa.Column("contact_id", Id, sa.ForeignKey("contacts.id"), nullable=False),
-    sa.Column("rule", sa.String(128), nullable=False),
-    sa.Column("points", sa.Float, nullable=False),
-    sa.Column("event_id", Id, nullable=True),
-    sa.Column("at", Ms, nullable=False),
-    sa.UniqueConstraint("model_id", "rule", "contact_id", "event_id"),
-    sa.Index("ix_score_ledger_contact_id_model_id_at", "contact_id", "model_id", "at"),
+    sa.Column("model_id", Id, sa.ForeignKey("score_models.id"), primary_key=True),
+    sa.Column("contact_id", Id, sa.ForeignKey("contacts.id"), primary_key=True),
+    sa.Column("rule", sa.String(128), primary_key=True),
+    sa.Column("period", sa.BigInteger, primary_key=True, autoincrement=False,
+              doc="the rule's cap period the event falls in (0 for a rule without a cap)"),
+    sa.Column("event_id", Id, primary_key=True, autoincrement=False),
+    sa.Column("points", sa.Float, nullable=False, doc="per occurrence, before caps and decay"),
+    sa.Column("at", Ms, nullable=False, doc="the event's timestamp"),
+    # Stored in key order (no rowid on SQLite): a full scoring round reads a model's events
+    # grouped by contact, rule and period without sorting them.
+    sqlite_with_rowid=False,
 )
 
 # --- predictive models (issue 6; migration 0006) ---------------------------------------------
@@ -673,6 +679,8 @@ lifecycle_stages = sa.Table(
     sa.Column("name", sa.String(128), nullable=False),
     sa.Column("position", sa.Integer, nullable=False),
     sa.Column("rules", JSON, nullable=False, default=list, doc="transition rules into it"),
+    sa.Column("routes", sa.Boolean, nullable=False, default=False,
+              doc="entering it routes the contact to a sales rep"),
     sa.Column("updated_at", Ms, nullable=False),
 )
 
@@ -727,6 +735,9 @@ routing_rules = sa.Table(
     sa.Column("updated_at", Ms, nullable=False),
 )
 
+ACTIVE_ASSIGNMENT_SQL = "status IN ('open', 'touched', 'escalated', 'unassigned')"
+"""Assignments that still hold their contact (one per contact at most)."""
+
 lead_assignments = sa.Table(
     "lead_assignments",
     metadata,
@@ -745,4 +756,87 @@ lead_assignments = sa.Table(
     sa.Index("ix_lead_assignments_rep_id_status", "rep_id", "status"),
     sa.Index("ix_lead_assignments_status_sla_due_at", "status", "sla_due_at"),
     sa.Index("ix_lead_assignments_contact_id", "contact_id"),
+    # At most one active assignment per contact, enforced by the database.
+    sa.Index("ux_lead_assignments_active", "contact_id", unique=True,
+             sqlite_where=sa.text(ACTIVE_ASSIGNMENT_SQL),
+             postgresql_where=sa.text(ACTIVE_ASSIGNMENT_SQL)),
+)
+
+# --- governance: the audit trail (issue 7; migration 0008) ----------------------------------
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    _id(),
+    sa.Column("at", Ms, nullable=False),
+    sa.Column("actor", sa.String(256), nullable=False, doc="user:<name>, key:<prefix>, system"),
+    sa.Column("action", sa.String(64), nullable=False, doc="e.g. journey.publish"),
+    sa.Column("object_type", sa.String(64), nullable=False),
+    sa.Column("object_key", sa.String(256), nullable=False),
+    sa.Column("details", JSON, nullable=False, default=dict),
+    sa.Column("details_hash", sa.String(64), nullable=False,
+              doc="sha256 of the details as first written (kept when they are redacted)"),
+    sa.Column("prev_hash", sa.String(64), nullable=False, unique=True,
+              doc="the previous entry's hash: unique, so the chain cannot fork"),
+    sa.Column("hash", sa.String(64), nullable=False, unique=True),
+    sa.Index("ix_audit_log_object_type_object_key", "object_type", "object_key"),
+    sa.Index("ix_audit_log_at", "at"),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    _id(),
+    sa.Column("username", sa.String(128), nullable=False, unique=True),
+    sa.Column("email", sa.String(320), nullable=True, unique=True),
+    sa.Column("name", sa.String(256), nullable=False, default=""),
+    sa.Column("password_hash", sa.String(256), nullable=False, doc="argon2id"),
+    sa.Column("roles", JSON, nullable=False, default=list),
+    sa.Column("status", sa.String(16), nullable=False, default="active",
+              doc="active or disabled"),
+    sa.Column("created_at", Ms, nullable=False),
+    sa.Column("updated_at", Ms, nullable=False),
+    sa.Column("last_login_at", Ms, nullable=True),
+)
+
+roles = sa.Table(
+    "roles",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("permissions", JSON, nullable=False, default=list),
+    sa.Column("created_at", Ms, nullable=False),
+    sa.Column("updated_at", Ms, nullable=False),
+)
+
+user_sessions = sa.Table(
+    "user_sessions",
+    metadata,
+    _id(),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("user_id", Id, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("created_at", Ms, nullable=False),
+    sa.Column("expires_at", Ms, nullable=False),
+    sa.Column("last_seen_at", Ms, nullable=False),
+    sa.Column("revoked_at", Ms, nullable=True),
+    sa.Index("ix_user_sessions_user_id", "user_id"),
+)
+
+password_resets = sa.Table(
+    "password_resets",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", Id, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("created_at", Ms, nullable=False),
+    sa.Column("expires_at", Ms, nullable=False),
+    sa.Column("used_at", Ms, nullable=True),
+)
+
+workspace_flags = sa.Table(
+    "workspace_flags",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True, doc="e.g. sends_stopped"),
+    sa.Column("value", JSON, nullable=False, default=dict),
+    sa.Column("updated_at", Ms, nullable=False),
+    sa.Column("updated_by", sa.String(256), nullable=False),
 )

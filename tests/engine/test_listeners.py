@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cadenza.clock import FakeClock
@@ -147,3 +148,21 @@ def test_the_engine_runs_due_jobs_after_its_round(store: Store, clock: FakeClock
     assert position == job.runs[-1]
 
 
+
+
+def test_a_large_set_is_queued_in_one_statement_per_consumer(store: Store,
+                                                             clock: FakeClock) -> None:
+    now = clock.now_ms()
+    with store.begin() as conn:
+        conn.execute(schema.contacts.insert(), [
+            {"attributes": {}, "created_at": now, "updated_at": now} for _ in range(2_500)])
+        ids = [r[0] for r in conn.execute(sa.select(schema.contacts.c.id))]
+        changes.mark_changed(conn, ids[:10], now, consumers=("segments",))
+        changes.mark_changed(conn, ids + ids[:5], now, consumers=("segments", "scores"))
+    parts = list(range(schema.PARTITIONS))
+    with store.begin() as conn:
+        queued = changes.take_changed(conn, "segments", parts, 10_000)
+        assert sorted(queued) == sorted(ids)
+        assert sorted(changes.take_changed(conn, "scores", parts, 10_000)) == sorted(ids)
+        one = [ids[7] % schema.PARTITIONS]
+        assert changes.take_changed(conn, "lifecycle", one, 10) == []

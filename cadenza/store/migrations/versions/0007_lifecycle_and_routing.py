@@ -24,6 +24,7 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=128), nullable=False),
     sa.Column('position', sa.Integer(), nullable=False),
     sa.Column('rules', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('routes', sa.Boolean(), nullable=False),
     sa.Column('updated_at', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('key', name=op.f('pk_lifecycle_stages'))
     )
@@ -82,6 +83,7 @@ def upgrade() -> None:
         batch_op.create_index('ix_lead_assignments_contact_id', ['contact_id'], unique=False)
         batch_op.create_index('ix_lead_assignments_rep_id_status', ['rep_id', 'status'], unique=False)
         batch_op.create_index('ix_lead_assignments_status_sla_due_at', ['status', 'sla_due_at'], unique=False)
+        batch_op.create_index('ux_lead_assignments_active', ['contact_id'], unique=True, sqlite_where=sa.text("status IN ('open', 'touched', 'escalated', 'unassigned')"), postgresql_where=sa.text("status IN ('open', 'touched', 'escalated', 'unassigned')"))
 
     op.create_table('stage_history',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -107,6 +109,7 @@ def downgrade() -> None:
 
     op.drop_table('stage_history')
     with op.batch_alter_table('lead_assignments', schema=None) as batch_op:
+        batch_op.drop_index('ux_lead_assignments_active', sqlite_where=sa.text("status IN ('open', 'touched', 'escalated', 'unassigned')"), postgresql_where=sa.text("status IN ('open', 'touched', 'escalated', 'unassigned')"))
         batch_op.drop_index('ix_lead_assignments_status_sla_due_at')
         batch_op.drop_index('ix_lead_assignments_rep_id_status')
         batch_op.drop_index('ix_lead_assignments_contact_id')
