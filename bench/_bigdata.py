@@ -80,7 +80,7 @@ FIELDS = (
 )
 _EVENT_INDEXES = (
     "CREATE INDEX ix_events_contact_id_timestamp ON events (contact_id, timestamp)",
-    "CREATE INDEX ix_events_name_timestamp ON events (name, timestamp)",
+    "CREATE INDEX ix_events_name_timestamp_contact_id ON events (name, timestamp, contact_id)",
 )
 
 
@@ -217,6 +217,7 @@ def _events(db: sqlite3.Connection, rng: np.random.Generator, intent: np.ndarray
     owners, stamps = owners[order], stamps[order]
     db.execute("DROP INDEX IF EXISTS ix_events_contact_id_timestamp")
     db.execute("DROP INDEX IF EXISTS ix_events_name_timestamp")
+    db.execute("DROP INDEX IF EXISTS ix_events_name_timestamp_contact_id")
     base = np.array([w for _, w, _ in EVENTS])
     tilt = np.array([t for _, _, t in EVENTS])
     names = [name for name, _, _ in EVENTS]

@@ -27,6 +27,7 @@ from cadenza.api import (
     runs,
     scoring,
     segments,
+    sends,
 )
 from cadenza.api.context import AppContext
 from cadenza.api.responses import JSON
@@ -145,6 +146,7 @@ def create_app(settings: Settings, store: Store | None = None,
     app.include_router(scoring.router)
     app.include_router(models.router)
     app.include_router(leads.router)
+    app.include_router(sends.router)
 
     @app.get("/health", tags=["operations"])
     def health() -> dict[str, object]:

@@ -24,6 +24,13 @@ from cadenza.channels.options import SmtpOptions, WebhookOptions
 from cadenza.channels.outbox import STATUSES, OutboxService, ReplayReport
 from cadenza.channels.registry import ChannelRegistry, channel_names, channel_spec, check_params
 from cadenza.channels.render import Renderer, render_context
+from cadenza.channels.stop import (
+    StopState,
+    resume_sends,
+    sends_stopped,
+    stop_sends,
+    stopped_clause,
+)
 from cadenza.channels.templates import TemplateService, load_templates
 
 __all__ = [
@@ -47,6 +54,7 @@ __all__ = [
     "SendResult",
     "ShadowInterceptor",
     "SmtpOptions",
+    "StopState",
     "SuppressionInterceptor",
     "TemplateRecord",
     "TemplateService",
@@ -59,4 +67,8 @@ __all__ = [
     "default_interceptors",
     "load_templates",
     "render_context",
+    "resume_sends",
+    "sends_stopped",
+    "stop_sends",
+    "stopped_clause",
 ]

@@ -5,7 +5,7 @@ An interceptor sees the batch of messages about to be delivered, decides outcome
 delivers. Working on the whole batch lets a rule check its facts in one query per kind of fact
 (the suppression list once per batch, not once per message). Order matters and is explicit:
 
-    Shadow -> Consent -> Suppression -> QuietHours -> FrequencyCap -> deliver
+    Shadow -> EmergencyStop -> Consent -> Suppression -> QuietHours -> FrequencyCap -> deliver
 
 Quiet hours come before caps so that a message held back for the night does not use up a cap
 slot. The policies (`cadenza.channels.policies`) are read from the store once per batch by
@@ -30,6 +30,7 @@ from cadenza.channels.policies import (
     SendPolicy,
     load_policy_set,
 )
+from cadenza.clock import Clock
 from cadenza.contacts import is_suppressed
 from cadenza.store import Store, schema
 
@@ -355,12 +356,17 @@ class CapCounter:
         return None
 
 
-def default_interceptors(store: Store, *, policies: bool = True) -> list[Interceptor]:
-    """The standard chain: shadow first (nothing of a shadow run is delivered), consent, the
-    suppression list, quiet hours, then frequency caps (after quiet hours, so that a message
-    held back for the night does not take a cap slot). `policies=False` keeps only shadow and
-    suppression (tools that must send regardless of consent modes, caps and quiet hours)."""
+def default_interceptors(store: Store, clock: Clock, *, policies: bool = True
+                         ) -> list[Interceptor]:
+    """The standard chain: shadow first (nothing of a shadow run is delivered), the emergency
+    stop, consent, the suppression list, quiet hours, then frequency caps (after quiet hours,
+    so that a message held back for the night does not take a cap slot). `policies=False`
+    keeps only shadow, the stop and suppression (tools that must send regardless of consent
+    modes, caps and quiet hours)."""
+    from cadenza.channels.stop import EmergencyStopInterceptor
+
+    stop = EmergencyStopInterceptor(store, clock)
     if not policies:
-        return [ShadowInterceptor(), SuppressionInterceptor(store)]
-    return [ShadowInterceptor(), ConsentInterceptor(store), SuppressionInterceptor(store),
+        return [ShadowInterceptor(), stop, SuppressionInterceptor(store)]
+    return [ShadowInterceptor(), stop, ConsentInterceptor(store), SuppressionInterceptor(store),
             QuietHoursInterceptor(store), FrequencyCapInterceptor(store)]

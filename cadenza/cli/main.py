@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from cadenza.cli import (
+    audit,
     content,
     data,
     feedback,
@@ -24,6 +25,7 @@ from cadenza.cli import (
     policies,
     scoring,
     segments,
+    sends,
 )
 from cadenza.cli.common import close_stores_after_commands, console, load_settings, open_store
 from cadenza.cli.simulate import simulate
@@ -59,6 +61,8 @@ app.add_typer(segments.app, name="segments")
 app.add_typer(scoring.app, name="scores")
 app.add_typer(models.app, name="models")
 app.add_typer(leads.app, name="leads")
+audit.register(app)
+sends.register(app)
 
 
 @app.command()

@@ -51,6 +51,7 @@ from cadenza.channels import (
     default_interceptors,
     load_templates,
     render_context,
+    stopped_clause,
 )
 from cadenza.channels.links import LinkBuilder, MessageRef, NoLinks
 from cadenza.channels.models import TemplateRecord
@@ -208,7 +209,7 @@ class Dispatcher:
         self.rng = rng
         self.lease_ms = lease_ms
         self.concurrency = concurrency
-        self.interceptors = list(default_interceptors(store) if interceptors is None
+        self.interceptors = list(default_interceptors(store, clock) if interceptors is None
                                  else interceptors)
         self.crash = crash if crash is not None else CrashPoints.from_environment()
         self.outbox = OutboxService(store, clock)
@@ -278,7 +279,8 @@ class Dispatcher:
     def _claim(self, now: int, limit: int) -> list[ClaimedRow]:
         until = now + self.lease_ms
         due = sa.and_(_o.c.status.in_(("pending", "sending")), _o.c.next_attempt_at <= now,
-                      sa.or_(_o.c.status == "pending", _o.c.claimed_until < now))
+                      sa.or_(_o.c.status == "pending", _o.c.claimed_until < now),
+                      ~stopped_clause())
         pick = sa.select(_o.c.id).where(due).order_by(_o.c.next_attempt_at, _o.c.id)
         pick = pick.limit(limit)
         if self.store.is_sqlite:

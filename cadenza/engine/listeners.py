@@ -3,7 +3,9 @@
 A `Listener` follows the event log (after its own cursors, `cadenza.store.cursors`) and the
 contacts queued for it (`cadenza.store.changes`) for the partitions this worker leases, inside
 the engine's pass transaction: fenced by the same lease, committed with the engine's effects,
-so a crash repeats nothing and loses nothing. Segments (real-time membership) and lead scoring
+so a crash repeats nothing and loses nothing. Listeners run before the engine applies the
+pass's events, so the events they write (a segment entered, a stage changed, a score
+threshold crossed) start journeys in the same pass. Segments (real-time membership) and lead scoring
 (event points) are listeners.
 
 A `Job` runs every `interval_ms` on one worker at a time (the full segment recompute with
@@ -78,13 +80,14 @@ def run_due_jobs(store: Store, jobs: Sequence[Job], now: int) -> list[str]:
 
 
 def listeners_from_settings(settings: Any) -> tuple[list[Listener], list[Job]]:
-    """The listeners and jobs of every domain that has some (segments, leads)."""
+    """The listeners and jobs of every domain that has some, in the order a pass runs them:
+    scores, then lifecycle rules (which read scores), then segments (which read both)."""
     from cadenza.leads import lead_listeners
     from cadenza.segments import segment_listeners
 
     listeners: list[Listener] = []
     jobs: list[Job] = []
-    for found_listeners, found_jobs in (segment_listeners(settings), lead_listeners(settings)):
+    for found_listeners, found_jobs in (lead_listeners(settings), segment_listeners(settings)):
         listeners.extend(found_listeners)
         jobs.extend(found_jobs)
     return listeners, jobs

@@ -122,8 +122,10 @@ class Engine:
             parts = self.leases.fence(conn)
             catalog = self.loader.refresh(conn)
             batch = Batch(conn, catalog, now)
-            seen = apply_events(batch, parts, self.event_batch) if events else 0
+            # Listeners first: the events they write (segment entries, stage changes, score
+            # thresholds) reach journeys in this same pass, and branches see fresh state.
             heard = self._listen(conn, parts, now) if events else 0
+            seen = apply_events(batch, parts, self.event_batch) if events else 0
             rows = self._due(conn, catalog.paused, parts, now, limit) if limit else []
             taken = {r.id for r in batch.runs}
             runs = [run_from_row(r, "timer" if r[7] == "waiting" else "run") for r in rows
@@ -172,8 +174,8 @@ class Engine:
             parts = self.leases.fence(conn)
             catalog = self.loader.refresh(conn)
             batch = Batch(conn, catalog, now)
-            seen = apply_events(batch, parts, limit)
             heard = self._listen(conn, parts, now)
+            seen = apply_events(batch, parts, limit)
             follow_enrollments(batch)
             batch.write()
             report = _report(batch)
