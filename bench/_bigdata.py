@@ -79,7 +79,7 @@ FIELDS = (
     ("mrr", "number", {}, "company"),
 )
 _EVENT_INDEXES = (
-    "CREATE INDEX ix_events_contact_id_timestamp ON events (contact_id, timestamp)",
+    "CREATE INDEX ix_events_contact_id_timestamp_name ON events (contact_id, timestamp, name)",
     "CREATE INDEX ix_events_name_timestamp_contact_id ON events (name, timestamp, contact_id)",
 )
 
@@ -216,6 +216,7 @@ def _events(db: sqlite3.Connection, rng: np.random.Generator, intent: np.ndarray
     order = np.argsort(stamps, kind="stable")
     owners, stamps = owners[order], stamps[order]
     db.execute("DROP INDEX IF EXISTS ix_events_contact_id_timestamp")
+    db.execute("DROP INDEX IF EXISTS ix_events_contact_id_timestamp_name")
     db.execute("DROP INDEX IF EXISTS ix_events_name_timestamp")
     db.execute("DROP INDEX IF EXISTS ix_events_name_timestamp_contact_id")
     base = np.array([w for _, w, _ in EVENTS])

@@ -175,7 +175,9 @@ events = sa.Table(
     sa.Column("timestamp", Ms, nullable=False, doc="when it happened, skew-corrected"),
     sa.Column("received_at", Ms, nullable=False),
     sa.UniqueConstraint("message_id"),
-    sa.Index("ix_events_contact_id_timestamp", "contact_id", "timestamp"),
+    # A contact's timeline in time order; `name` rides along so that counting a contact's
+    # events of some names in a window (conditions, scores) never reads the wide rows.
+    sa.Index("ix_events_contact_id_timestamp_name", "contact_id", "timestamp", "name"),
     # Covering for "which contacts did X since T": segment counts, scoring and model features
     # read the contact ids from the index alone, never the wide event rows.
     sa.Index("ix_events_name_timestamp_contact_id", "name", "timestamp", "contact_id"),

@@ -1,4 +1,5 @@
-"""events: (name, timestamp) index extended with contact_id, covering set queries
+"""events: both indexes extended to cover set queries (name, timestamp, contact_id) and
+per-contact counts (contact_id, timestamp, name)
 
 Revision ID: 0009
 Revises: 0008
@@ -20,9 +21,15 @@ def upgrade() -> None:
         batch_op.create_index('ix_events_name_timestamp_contact_id',
                               ['name', 'timestamp', 'contact_id'], unique=False)
         batch_op.drop_index('ix_events_name_timestamp')
+        batch_op.create_index('ix_events_contact_id_timestamp_name',
+                              ['contact_id', 'timestamp', 'name'], unique=False)
+        batch_op.drop_index('ix_events_contact_id_timestamp')
 
 
 def downgrade() -> None:
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.create_index('ix_events_name_timestamp', ['name', 'timestamp'], unique=False)
+        batch_op.create_index('ix_events_contact_id_timestamp', ['contact_id', 'timestamp'],
+                              unique=False)
+        batch_op.drop_index('ix_events_contact_id_timestamp_name')
         batch_op.drop_index('ix_events_name_timestamp_contact_id')
