@@ -239,6 +239,12 @@ class Settings(BaseSettings):
         description="An open assignment whose first-touch SLA ends within this many seconds "
         "is shown as 'due soon'.")
 
+    # --- governance ---
+    encryption_keys: list[str] = Field(
+        default_factory=list,
+        description="Fernet keys that seal stored credentials (JSON list; the first seals, "
+        "all open). Empty: one key derived from the secret key.")
+
     @field_validator("database_url")
     @classmethod
     def _known_dialect(cls, value: str) -> str:

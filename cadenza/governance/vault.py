@@ -4,7 +4,7 @@ Connector and provider credentials and webhook signing secrets are sealed with F
 (AES-128-CBC + HMAC-SHA256, from `cryptography`) under a list of keys: the first seals, all
 of them open (`MultiFernet`), so keys rotate without downtime — add a new key in front,
 `rotate` re-seals stored values, then drop the old key. The keys come from
-`CADENZA_ENCRYPTION_KEYS` (comma-separated Fernet keys); without it one key is derived from
+`CADENZA_ENCRYPTION_KEYS` (a JSON list of Fernet keys); without it one key is derived from
 the secret key (HKDF), so a fresh install is encrypted from the start.
 
 A sealed value reads `fernet:<token>`; values without the prefix were written before sealing
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
@@ -74,6 +75,11 @@ class Vault:
         if not stored.startswith(PREFIX):
             return self.seal(stored)
         return PREFIX + self._fernet.rotate(stored[len(PREFIX):].encode()).decode()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Vault:
+        """The vault of `CADENZA_ENCRYPTION_KEYS` (or of the secret key)."""
+        return cls.from_keys(settings.encryption_keys, settings.secret_key)
 
     @staticmethod
     def new_key() -> str:

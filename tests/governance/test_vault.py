@@ -47,3 +47,13 @@ def test_a_derived_key_depends_on_the_secret_key() -> None:
     sealed = Vault.from_keys([], "secret-key-number-one-long").seal(SECRET)
     with pytest.raises(ConfigError):
         Vault.from_keys([], "secret-key-number-two-long").open(sealed)
+
+
+def test_the_vault_of_the_settings_uses_the_configured_keys() -> None:
+    from cadenza.settings import Settings
+
+    key = Vault.new_key()
+    sealed = Vault([key]).seal(SECRET)
+    settings = Settings.load(secret_key="a-secret-key-long-enough-for-tests-0123",
+                             encryption_keys=[Vault.new_key(), key])
+    assert Vault.from_settings(settings).open(sealed) == SECRET
