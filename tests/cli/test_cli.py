@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,17 +12,7 @@ from typer.testing import CliRunner
 
 from cadenza.cli import app
 from cadenza.store.migrate import alembic_config
-
-SECRET = "cli-test-secret-0123456789-0123456789-abcdef"
-
-
-@pytest.fixture
-def env(store_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
-    """Environment pointing the CLI at the test store."""
-    monkeypatch.setenv("CADENZA_DATABASE_URL", store_url)
-    monkeypatch.setenv("CADENZA_SECRET_KEY", SECRET)
-    monkeypatch.chdir(tmp_path)
-    return {**os.environ, "CADENZA_DATABASE_URL": store_url, "CADENZA_SECRET_KEY": SECRET}
+from tests.cli.conftest import SECRET
 
 
 def run(*args: str) -> str:

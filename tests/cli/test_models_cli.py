@@ -3,7 +3,6 @@ versions, rollback, and errors."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,17 +14,6 @@ from cadenza.clock import SystemClock
 from cadenza.errors import Conflict, ValidationFailed
 from cadenza.store import Store
 from tests.leads.predictive_data import definition, generate
-
-SECRET = "cli-test-secret-0123456789-0123456789-abcdef"
-
-
-@pytest.fixture
-def env(store_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
-    """Environment pointing the CLI at the test store."""
-    monkeypatch.setenv("CADENZA_DATABASE_URL", store_url)
-    monkeypatch.setenv("CADENZA_SECRET_KEY", SECRET)
-    monkeypatch.chdir(tmp_path)
-    return {**os.environ, "CADENZA_DATABASE_URL": store_url, "CADENZA_SECRET_KEY": SECRET}
 
 
 def run(*args: str, code: int = 0) -> str:

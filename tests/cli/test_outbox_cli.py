@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
@@ -13,17 +11,6 @@ from cadenza.cli import app
 from cadenza.clock import SystemClock
 from cadenza.store import Store, schema
 from tests.channels.support import add_contact, add_outbox
-
-SECRET = "cli-test-secret-0123456789-0123456789-abcdef"
-
-
-@pytest.fixture
-def env(store_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
-    """Environment pointing the CLI at the test store."""
-    monkeypatch.setenv("CADENZA_DATABASE_URL", store_url)
-    monkeypatch.setenv("CADENZA_SECRET_KEY", SECRET)
-    monkeypatch.chdir(tmp_path)
-    return {**os.environ, "CADENZA_DATABASE_URL": store_url, "CADENZA_SECRET_KEY": SECRET}
 
 
 def run(*args: str, code: int = 0) -> str:

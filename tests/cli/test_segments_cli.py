@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import pytest
@@ -14,17 +13,6 @@ from cadenza.clock import SystemClock
 from cadenza.events import EventService
 from cadenza.store import Store
 from tests.segments.segment_support import declare, identify
-
-SECRET = "cli-test-secret-0123456789-0123456789-abcdef"
-
-
-@pytest.fixture
-def env(store_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
-    """Environment pointing the CLI at the test store."""
-    monkeypatch.setenv("CADENZA_DATABASE_URL", store_url)
-    monkeypatch.setenv("CADENZA_SECRET_KEY", SECRET)
-    monkeypatch.chdir(tmp_path)
-    return {**os.environ, "CADENZA_DATABASE_URL": store_url, "CADENZA_SECRET_KEY": SECRET}
 
 
 def run(*args: str, code: int = 0) -> str:
