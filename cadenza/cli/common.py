@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import orjson
@@ -59,3 +60,17 @@ def print_json(value: Any) -> None:
     """Pretty JSON on stdout (for piping into jq)."""
     text = orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
     console.print_json(text)
+
+
+def read_document(path: Path, shape: str) -> Any:
+    """A YAML or JSON document from a file; when it is not a mapping, the error says what it
+    should look like (`shape`, appended to "must be a mapping")."""
+    from cadenza.errors import ValidationFailed
+    from cadenza.journeys import load_journey
+
+    try:
+        return load_journey(path.read_bytes())
+    except ValidationFailed as exc:
+        if exc.reason.startswith("must be a mapping"):
+            raise ValidationFailed("file", f"must be a mapping{shape}") from None
+        raise

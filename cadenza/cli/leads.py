@@ -17,10 +17,10 @@ from cadenza.cli.common import (
     load_settings,
     open_store,
     print_json,
+    read_document,
 )
 from cadenza.clock import SystemClock
 from cadenza.errors import ValidationFailed
-from cadenza.journeys import load_journey
 from cadenza.leads import LifecycleService, RoutingOptions, RoutingService
 from cadenza.segments import parse_duration
 
@@ -62,12 +62,8 @@ def _when(ms: int | None) -> str:
 
 
 def _read(path: Path, what: str) -> dict[str, Any]:
-    try:
-        return load_journey(path.read_bytes())
-    except ValidationFailed as exc:
-        if exc.reason.startswith("must be a mapping"):
-            raise ValidationFailed("file", f"must be a mapping: {what}") from None
-        raise
+    document: dict[str, Any] = read_document(path, f": {what}")
+    return document
 
 
 # --- stages ----------------------------------------------------------------------------------

@@ -18,10 +18,9 @@ from cadenza.cli.common import (
     load_settings,
     open_store,
     print_json,
+    read_document,
 )
 from cadenza.clock import SystemClock
-from cadenza.errors import ValidationFailed
-from cadenza.journeys import load_journey
 from cadenza.leads import PredictiveService, VersionRow
 
 app = typer.Typer(help="Predictive lead-scoring models: define, train, promote, score, "
@@ -96,13 +95,9 @@ def render_report(v: VersionRow) -> None:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        return load_journey(path.read_bytes())
-    except ValidationFailed as exc:
-        if exc.reason.startswith("must be a mapping"):
-            raise ValidationFailed("file", "must be a mapping with key, outcome, horizon_days "
-                                   "and features; see docs/leads/predictive.md") from None
-        raise
+    document: dict[str, Any] = read_document(
+        path, " with key, outcome, horizon_days and features; see docs/leads/predictive.md")
+    return document
 
 
 @app.command("define")

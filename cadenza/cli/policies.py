@@ -17,10 +17,9 @@ from cadenza.cli.common import (
     load_settings,
     open_store,
     print_json,
+    read_document,
 )
 from cadenza.clock import SystemClock
-from cadenza.errors import ValidationFailed
-from cadenza.journeys import load_journey
 
 policies = typer.Typer(help="Send-time policies: consent modes, frequency caps, quiet hours.",
                        no_args_is_help=True)
@@ -67,14 +66,10 @@ def _render(stored: StoredPolicy) -> None:
 
 def read_policy_file(path: Path) -> dict[str, object]:
     """A policy document from a YAML or JSON file."""
-    try:
-        return load_journey(path.read_bytes())
-    except ValidationFailed as exc:
-        if exc.reason.startswith("must be a mapping"):
-            raise ValidationFailed("file", "must be a mapping of policy settings (timezone, "
-                                   "consent, caps, quiet_hours); see docs/channels/"
-                                   "policies.md") from None
-        raise
+    document: dict[str, object] = read_document(
+        path, " of policy settings (timezone, consent, caps, quiet_hours); see "
+              "docs/channels/policies.md")
+    return document
 
 
 @policies.command("list")

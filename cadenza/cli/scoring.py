@@ -18,9 +18,9 @@ from cadenza.cli.common import (
     load_settings,
     open_store,
     print_json,
+    read_document,
 )
 from cadenza.clock import SystemClock
-from cadenza.errors import ValidationFailed
 from cadenza.leads.score_service import ScoreService, StoredModel
 
 app = typer.Typer(help="Lead scores: rule models (fit, engagement), grades and matrices.",
@@ -44,15 +44,7 @@ def _when(ms: int | None) -> str:
 
 def read_model_file(path: Path) -> Any:
     """A model document from a YAML or JSON file."""
-    from cadenza.journeys import load_journey
-
-    try:
-        return load_journey(path.read_bytes())
-    except ValidationFailed as exc:
-        if exc.reason.startswith("must be a mapping"):
-            raise ValidationFailed("file", "must be a mapping such as {key: fit, rules: "
-                                   "[...]}; see docs/leads/scoring.md") from None
-        raise
+    return read_document(path, " such as {key: fit, rules: [...]}; see docs/leads/scoring.md")
 
 
 def _render(stored: StoredModel) -> None:

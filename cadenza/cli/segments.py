@@ -18,6 +18,7 @@ from cadenza.cli.common import (
     load_settings,
     open_store,
     print_json,
+    read_document,
 )
 from cadenza.clock import SystemClock
 from cadenza.errors import ValidationFailed
@@ -42,18 +43,10 @@ def _when(ms: int | None) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def read_document(path: Path) -> Any:
+def read_segment_file(path: Path) -> Any:
     """A segment definition (or a condition) from a YAML or JSON file."""
-    from cadenza.journeys import load_journey
-
-    try:
-        return load_journey(path.read_bytes())
-    except ValidationFailed as exc:
-        if exc.reason.startswith("must be a mapping"):
-            raise ValidationFailed("file", "must be a mapping such as {key: active-pros, "
-                                   "condition: {attr: plan, eq: pro}}; see docs/segments.md"
-                                   ) from None
-        raise
+    return read_document(path, " such as {key: active-pros, condition: {attr: plan, eq: pro}}; "
+                               "see docs/segments.md")
 
 
 def _render(segment: Segment) -> None:
@@ -123,7 +116,7 @@ def segments_show(key: KeyArg, as_json: AsJson = False) -> None:
 def segments_create(file: FileArg) -> None:
     """Create a segment from a file ({key, name, description, condition} or kind: static)."""
     with console.status("computing members..."):
-        segment = _service().create(read_document(file))
+        segment = _service().create(read_segment_file(file))
     console.print(f"[green]Created[/] segment {segment.key}.")
     _render(segment)
 
@@ -132,7 +125,7 @@ def segments_create(file: FileArg) -> None:
 def segments_update(key: KeyArg, file: FileArg) -> None:
     """Replace a segment's definition from a file; members follow at once."""
     with console.status("recomputing members..."):
-        segment = _service().update(key, read_document(file))
+        segment = _service().update(key, read_segment_file(file))
     console.print(f"[green]Updated[/] segment {segment.key}.")
     _render(segment)
 
@@ -151,7 +144,7 @@ def segments_estimate(
     as_json: AsJson = False,
 ) -> None:
     """Preview a condition (or a whole segment file): how many match now, and who."""
-    document = read_document(file)
+    document = read_segment_file(file)
     condition = document.get("condition", document) if isinstance(document, dict) \
         else document
     result = _service().estimate(condition, sample)
